@@ -1,0 +1,47 @@
+"""diffeosense: how deep networks lose spatial information with training.
+
+Sample and apply maximum-entropy diffeomorphisms and matched noise, measure the sensitivities
+D, G and R = D/G of any PyTorch model layer by layer, train the paper's networks, and compare
+with the theory of spatial pooling.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .diffeo import (
+    Diffeo,
+    DiffeoFields,
+    apply,
+    jacobian_determinant,
+    mean_squared_displacement,
+    sample_fields,
+    temperature_for_displacement,
+    temperature_range,
+    typical_displacement,
+    warp,
+)
+from .noise import matched_noise, sample_noise
+from .perturbations import MaxEntDiffeo, Perturbation, as_perturbation, list_perturbations
+
+__all__ = [
+    "__version__",
+    # diffeomorphisms
+    "Diffeo",
+    "DiffeoFields",
+    "apply",
+    "jacobian_determinant",
+    "mean_squared_displacement",
+    "sample_fields",
+    "temperature_for_displacement",
+    "temperature_range",
+    "typical_displacement",
+    "warp",
+    # noise and perturbations
+    "matched_noise",
+    "sample_noise",
+    "MaxEntDiffeo",
+    "Perturbation",
+    "as_perturbation",
+    "list_perturbations",
+]
