@@ -392,6 +392,11 @@ def apply(x: Tensor, fields: DiffeoFields, interp: str = "bilinear") -> Tensor:
         tmp = tmp.permute(0, 3, 2, 1).reshape(B, K, 2 * W)
         grid = torch.baddbmm(_identity_grid(H, W, x.dtype, x.device), sy.expand(B, H, K), tmp)
         out = _sample(xb, grid.view(B, H, W, 2), interp)
+    # A zero field is the identity map; grid_sample's coordinate rounding (~1e-7 in float32) would
+    # otherwise blur it slightly, so such samples are returned exactly.
+    zero = (c.flatten(1) == 0).all(1)
+    if zero.any():
+        out = torch.where(zero.view(-1, *(1,) * (out.ndim - 1)), xb, out)
     return out.reshape(*lead, *fields.size)
 
 
