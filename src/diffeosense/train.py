@@ -1,0 +1,632 @@
+"""Training engine: the paper's recipe, checkpoints that never lose work, exact resumption.
+
+Recipe (Tomasini et al. 2022, after kuangliu/pytorch-cifar): SGD with momentum 0.9, lr 0.1,
+weight decay 5e-4 on weights only (not biases nor norm parameters), cosine schedule over the
+epochs, batch 128, cross-entropy, best-test-accuracy checkpoint; fully connected nets use
+Adam (lr 1e-3, no decay). Binary tasks with a scalar output and labels +-1 use the hinge
+loss ``mean(relu(1 - y f(x)))``.
+
+Exact resumption. All randomness of epoch ``e`` (batch order, augmentation, noise, and the
+global RNG that dropout uses, seeded inside ``torch.random.fork_rng`` so it never leaks) is
+drawn from generators seeded by ``(seed, e)``. The model and optimizer state are saved at the
+end of every epoch, ``last.pt`` last of all (the commit point), each file written atomically.
+A run killed at any moment restarts the unfinished epoch from ``last.pt`` and ends with
+bit-identical weights to an uninterrupted run (same device, same thread count).
+
+Run folder layout (``out_dir``)::
+
+    config.json          resolved TrainConfig + provenance + config hash
+    metrics.jsonl        one JSON line per epoch (rewritten whole, atomically)
+    summary.json         final and best metrics
+    checkpoints/init.pt  weights at initialization (epoch 0)
+    checkpoints/epoch_0001.pt ...  every ``keep_every`` epochs (and the last epoch)
+    checkpoints/best.pt  best test accuracy;  checkpoints/last.pt  latest epoch
+
+>>> import torch
+>>> g = torch.Generator().manual_seed(0)
+>>> x = torch.randn(64, 1, 8, 8, generator=g); y = (x.mean((1, 2, 3)) > 0).long()
+>>> cfg = TrainConfig(model="simplecnn", epochs=2, batch_size=16, lr=0.05)
+>>> net = create_model("simplecnn", in_channels=1, num_classes=2, depth=1, width=4)
+>>> res = fit(net, (x, y), (x, y), cfg, progress=False)
+>>> [m["epoch"] for m in res.history]
+[1, 2]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import pickle
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._io import to_jsonable, write_bytes, write_json, write_text
+from .data import DataConfig, ImageDataset, load_dataset
+from .models import create_model
+from .provenance import config_hash, provenance
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "fit",
+    "evaluate",
+    "build_model",
+    "load_checkpoint",
+    "CHECKPOINT_FORMAT",
+]
+
+CHECKPOINT_FORMAT = "diffeosense.checkpoint/1"
+_OPTIMIZERS = ("sgd", "adam", "auto")
+_SCHEDULES = ("cosine", "constant")
+_LOSSES = ("cross_entropy", "hinge")
+# Keys that may change between a run and its resumption without changing the weights.
+_RESUME_FREE_KEYS = {"device", "eval_batch_size", "keep_every", "data.root", "data.download"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved as ``config.json`` beside the run.
+
+    Attributes:
+        model, model_kwargs: ``create_model(model, in_channels, num_classes, **model_kwargs)``.
+        data: the :class:`~diffeosense.data.DataConfig` (dataset, P, augmentation, noise).
+        epochs, batch_size: the budget and the SGD batch.
+        optimizer: "sgd", "adam" or "auto" (Adam for fully connected ``fc*`` nets, else SGD).
+        lr: None -> 0.1 for SGD, 1e-3 for Adam.
+        momentum: SGD momentum.
+        weight_decay: None -> 5e-4 for SGD, 0 for Adam; applied to weights only (tensors of
+            dimension >= 2), never to biases or normalization parameters.
+        schedule: "cosine" (lr_e = lr * (1 + cos(pi (e-1) / epochs)) / 2 for epoch e = 1..)
+            or "constant".
+        loss: "cross_entropy" or "hinge" (scalar output, labels +-1).
+        seed: seeds the initialization and every epoch's randomness.
+        device: "cpu", "cuda", "cuda:1", or "auto" (cuda when available).
+        eval_batch_size: batch for evaluation (does not change the weights).
+        keep_every: keep ``epoch_XXXX.pt`` every k epochs (0: none; the last epoch is kept
+            whenever k > 0).
+        stop_at_zero_loss: after every epoch, evaluate the loss on the whole training set
+            (eval mode, no augmentation; the training noise, if any, drawn afresh) and stop
+            once it is exactly 0 (hinge: every margin y f(x) >= 1).
+    """
+
+    model: str = "simplecnn"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "auto"
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    schedule: str = "cosine"
+    loss: str = "cross_entropy"
+    seed: int = 0
+    device: str = "cpu"
+    eval_batch_size: int = 1000
+    keep_every: int = 1
+    stop_at_zero_loss: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, dict):
+            self.data = DataConfig.from_dict(self.data)
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("epochs must be >= 0 and batch sizes >= 1")
+        if self.keep_every < 0:
+            raise ValueError(f"keep_every must be >= 0, got {self.keep_every}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    # -- resolved recipe ------------------------------------------------------------------
+    @property
+    def optimizer_name(self) -> str:
+        if self.optimizer != "auto":
+            return self.optimizer
+        return "adam" if self.model.lower().startswith("fc") else "sgd"
+
+    @property
+    def lr_value(self) -> float:
+        if self.lr is not None:
+            return float(self.lr)
+        return 1e-3 if self.optimizer_name == "adam" else 0.1
+
+    @property
+    def weight_decay_value(self) -> float:
+        if self.weight_decay is not None:
+            return float(self.weight_decay)
+        return 0.0 if self.optimizer_name == "adam" else 5e-4
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of epoch ``epoch`` (1-based), as CosineAnnealingLR(T_max=epochs)
+        stepped once per epoch."""
+        if self.schedule == "constant" or self.epochs <= 0:
+            return self.lr_value
+        return self.lr_value * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns: the trained model (final weights) and the run's history."""
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    best_error: float | None
+    stopped: str  # "epochs" or "zero_loss"
+    out_dir: Path | None = None
+
+    @property
+    def final(self) -> dict[str, Any] | None:
+        return self.history[-1] if self.history else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces.
+
+
+def _derive_seed(seed: int, *keys: Any) -> int:
+    """A 63-bit seed from ``(seed, *keys)``: independent streams per epoch and purpose."""
+    blob = "/".join(str(k) for k in (seed, *keys)).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & (2**63 - 1)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def build_model(cfg: TrainConfig, data: ImageDataset) -> tuple[nn.Module, dict[str, Any]]:
+    """Create ``cfg.model`` for ``data`` with a seeded initialization.
+
+    Returns the model and its spec ``{"name", "kwargs"}`` (enough to rebuild it). The
+    initialization draws from the global RNG inside ``torch.random.fork_rng`` seeded from
+    ``cfg.seed``, so it is reproducible and leaves the caller's RNG untouched.
+    """
+    num_classes = 1 if cfg.loss == "hinge" else data.num_classes
+    kwargs: dict[str, Any] = {"in_channels": data.in_channels, "num_classes": num_classes}
+    if data.x_train.dim() == 4 and "image_size" not in cfg.model_kwargs:
+        kwargs["image_size"] = data.image_size
+    kwargs.update(cfg.model_kwargs)
+
+    def make(kw: dict[str, Any]) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_derive_seed(cfg.seed, "init"))
+            return create_model(cfg.model, **kw)
+
+    try:
+        model = make(kwargs)
+    except TypeError as e:
+        # A family that does not take image_size (e.g. 1D nets): build it without.
+        if "image_size" not in str(e) or "image_size" in cfg.model_kwargs:
+            raise
+        kwargs.pop("image_size")
+        model = make(kwargs)
+    return model, {"name": cfg.model, "kwargs": kwargs}
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # Weight decay on weights only: tensors of dim >= 2 (conv / linear kernels); biases and
+    # BatchNorm scales/shifts are 1D and are not decayed (the paper's recipe).
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = _param_groups(model, cfg.weight_decay_value)
+    if cfg.optimizer_name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr_value)
+    return torch.optim.SGD(groups, lr=cfg.lr_value, momentum=cfg.momentum)
+
+
+def _loss_and_errors(
+    out: torch.Tensor, y: torch.Tensor, loss: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss, number of errors) for a batch. Hinge: out [B] or [B, 1], y in {-1, +1};
+    an output of exactly 0 counts as an error."""
+    if loss == "hinge":
+        f = out.reshape(len(out), -1)
+        if f.shape[1] != 1:
+            raise ValueError(f"hinge loss needs a scalar output per input, got {tuple(out.shape)}")
+        f = f[:, 0]
+        return (1.0 - y * f).clamp_min(0.0).mean(), (y * f <= 0).sum()
+    return F.cross_entropy(out, y), (out.argmax(dim=1) != y).sum()
+
+
+def _check_labels(data: ImageDataset, loss: str) -> None:
+    y = data.y_train
+    if loss == "hinge":
+        if not y.is_floating_point() or not bool(((y == 1) | (y == -1)).all()):
+            raise ValueError("hinge loss needs float labels in {-1, +1} (binary task)")
+    elif y.is_floating_point():
+        raise ValueError("cross-entropy needs integer class labels; use loss='hinge' for +-1")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: ImageDataset,
+    split: str = "test",
+    loss: str = "cross_entropy",
+    batch_size: int = 1000,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Mean loss and error of ``model`` (eval mode) on a split, with the dataset's noise
+    for that split drawn from ``generator``; no augmentation. Returns {"loss", "error"}."""
+    was_training = model.training
+    model.eval()
+    tot_loss = torch.zeros((), dtype=torch.float64)
+    tot_err, n = 0, 0
+    for xb, yb in data.batches(split, batch_size, shuffle=False, generator=generator,
+                               augment=False):  # fmt: skip
+        out = model(xb)
+        l, e = _loss_and_errors(out, yb, loss)
+        tot_loss += l.double().cpu() * len(yb)
+        tot_err += int(e)
+        n += len(yb)
+    model.train(was_training)
+    return {"loss": float(tot_loss) / n, "error": tot_err / n}
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints.
+
+
+def _read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint dict; a clear ValueError for anything but a complete
+    diffeosense checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
+            ValueError, KeyError, AttributeError, IndexError) as e:  # fmt: skip
+        msg = str(e)
+        detail = next((ln.strip() for ln in msg.splitlines() if "Unsupported global" in ln),
+                      msg.splitlines()[0] if msg else "")  # fmt: skip
+        raise ValueError(
+            f"checkpoint {path} is corrupted or not a torch checkpoint ({type(e).__name__}: "
+            f"{detail}). Use an earlier one from the same folder (epoch_*.pt, init.pt) or "
+            f"retrain."
+        ) from None
+    required = {"format", "epoch", "model_state", "config", "model_spec"}
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a diffeosense checkpoint (format {CHECKPOINT_FORMAT})")
+    missing = required - set(ckpt)
+    if missing:
+        raise ValueError(f"checkpoint {path} is incomplete: missing {sorted(missing)}")
+    return ckpt
+
+
+def _load_state(model: nn.Module, state: dict[str, Any], path: Path, what: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:4]) or lines[0]
+        raise ValueError(
+            f"checkpoint {path} does not match the architecture of {what}: {detail}"
+        ) from None
+
+
+def load_checkpoint(
+    path: str | Path, model: nn.Module | None = None, map_location: Any = "cpu"
+) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+    """Load a checkpoint: returns ``(model, config, info)``.
+
+    The model is rebuilt from the checkpoint's spec (registered name + kwargs) unless
+    ``model`` is given, in which case the weights are loaded into it. ``info`` holds
+    ``epoch``, ``metrics``, ``history``, ``best``, ``provenance``, ``model_spec`` and the
+    ``optimizer_state``. Raises ValueError for a corrupted file, a file that is not a
+    diffeosense checkpoint, or weights that do not fit the architecture.
+    """
+    path = Path(path)
+    ckpt = _read_checkpoint(path, map_location)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    spec = ckpt["model_spec"]
+    if model is None:
+        try:
+            with torch.random.fork_rng(devices=[]):
+                model = create_model(spec["name"], **spec["kwargs"])
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"cannot rebuild the model of {path} ({e}); pass model= to load_checkpoint"
+            ) from None
+        what = f"{spec['name']}({spec['kwargs']})"
+    else:
+        what = f"the given {type(model).__name__}"
+    _load_state(model, ckpt["model_state"], path, what)
+    info = {k: v for k, v in ckpt.items() if k not in ("model_state", "config")}
+    return model, cfg, info
+
+
+def _serialize(payload: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = f"{prefix}{k}"
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and k == "data":
+            out += _config_diff(va, vb, prefix=f"{key}.")
+        elif va != vb and key not in _RESUME_FREE_KEYS:
+            out.append(f"{key}: {va!r} (checkpoint) vs {vb!r} (now)")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+
+def _as_dataset(train: Any, test: Any, cfg: TrainConfig) -> ImageDataset:
+    if isinstance(train, ImageDataset):
+        if test is not None:
+            raise ValueError("pass either an ImageDataset or (x, y) tensors, not both")
+        return train
+    x, y = train
+    xt, yt = test if test is not None else (None, None)
+    return ImageDataset.from_tensors(x, y, xt, yt, name=cfg.data.name, config=cfg.data)
+
+
+def fit(
+    model: nn.Module,
+    train: ImageDataset | tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    cfg: TrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    model_spec: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train`` with the recipe of ``cfg``; checkpoint into ``out_dir``.
+
+    Args:
+        model: any ``nn.Module`` mapping a batch ``x: [B, ...]`` to ``[B, K]`` logits
+            (cross-entropy) or ``[B]`` / ``[B, 1]`` scores (hinge).
+        train: an :class:`ImageDataset` (then ``test`` must be None; its config's
+            augmentation and noise apply), or a tuple ``(x [N, ...], y [N])`` of already
+            normalized tensors (augmentation and noise from ``cfg.data``).
+        test: ``(x, y)`` evaluated after every epoch, or None.
+        cfg: the recipe (default ``TrainConfig()``). ``cfg.model``/``model_kwargs`` only
+            label the run here unless ``model_spec`` is None and the name is registered.
+        out_dir: run folder (see the module doc); None trains in memory, no files.
+        resume: continue from ``out_dir/checkpoints/last.pt`` if it exists (start afresh if
+            the run was killed before its first checkpoint). Without ``resume``, an
+            ``out_dir`` that already holds a run is refused rather than overwritten.
+        progress: tqdm progress bar on stderr.
+        model_spec: ``{"name", "kwargs"}`` to rebuild the model in :func:`load_checkpoint`.
+
+    Returns a :class:`TrainResult` with the final model. The best checkpoint is the one with
+    the lowest test error (training error when there is no test set).
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or TrainConfig()
+    device = _resolve_device(cfg.device)
+    data = _as_dataset(train, test, cfg).to(device)
+    _check_labels(data, cfg.loss)
+    model.to(device)
+    opt = _make_optimizer(model, cfg)
+    spec = model_spec or {"name": cfg.model, "kwargs": dict(cfg.model_kwargs)}
+    spec = {**spec, "class": type(model).__name__}
+    has_test = data.x_test is not None
+    cfg_dict = cfg.to_dict()
+    # Plain JSON values only (torch.__version__ is a str subclass): loadable with weights_only.
+    prov = json.loads(json.dumps(to_jsonable(provenance()), default=str))
+
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"epoch": None, "error": None}
+    start = 1
+    ckdir = Path(out_dir) / "checkpoints" if out_dir is not None else None
+    if ckdir is not None:
+        last = ckdir / "last.pt"
+        if last.exists() and not resume:
+            raise ValueError(
+                f"{out_dir} already holds a run ({last}); pass resume=True (--resume) to "
+                f"continue it, or choose another output folder"
+            )
+        if last.exists():
+            ckpt = _read_checkpoint(last, map_location=device)
+            diff = _config_diff(ckpt["config"], cfg_dict)
+            if diff:
+                raise ValueError(
+                    f"cannot resume {out_dir}: the config differs from the checkpoint's: "
+                    + "; ".join(diff)
+                )
+            _load_state(model, ckpt["model_state"], last, f"the {cfg.model} being resumed")
+            opt.load_state_dict(ckpt["optimizer_state"])
+            history = list(ckpt["history"])
+            best = dict(ckpt["best"])
+            start = int(ckpt["epoch"]) + 1
+        else:
+            write_json(
+                Path(out_dir) / "config.json",
+                {"config": cfg_dict, "config_hash": config_hash(cfg_dict),
+                 "model_spec": spec, "provenance": prov},
+            )  # fmt: skip
+            blob = _serialize(_payload(0, model, opt, cfg, cfg_dict, spec, history, best, prov))
+            write_bytes(ckdir / "init.pt", blob)
+            write_bytes(ckdir / "last.pt", blob)
+        _write_metrics(Path(out_dir), history)
+
+    nb = data.num_batches("train", cfg.batch_size)
+    # A last batch of a single image breaks BatchNorm in train mode: drop it in that case.
+    drop_last = len(data.x_train) % cfg.batch_size == 1 and len(data.x_train) > 1
+    bar = tqdm(
+        total=cfg.epochs * nb, initial=(start - 1) * nb, disable=not progress,
+        desc=f"train {cfg.model}", unit="batch", dynamic_ncols=True,
+    )  # fmt: skip
+    stopped = "epochs"
+    if history and cfg.stop_at_zero_loss and history[-1].get("train_eval_loss") == 0.0:
+        stopped = "zero_loss"
+        start = cfg.epochs + 1
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    try:
+        for epoch in range(start, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            lr = cfg.lr_at(epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            g = torch.Generator().manual_seed(_derive_seed(cfg.seed, epoch, "train"))
+            model.train()
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            err_sum = torch.zeros((), dtype=torch.int64, device=device)
+            n = 0
+            # Dropout and any other op on the global RNG: seeded per epoch, then restored.
+            with torch.random.fork_rng(devices=cuda_devices):
+                torch.manual_seed(_derive_seed(cfg.seed, epoch, "global"))
+                for xb, yb in data.batches("train", cfg.batch_size, shuffle=True, generator=g,
+                                           drop_last=drop_last):  # fmt: skip
+                    out = model(xb)
+                    loss, errs = _loss_and_errors(out, yb, cfg.loss)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    loss_sum += loss.detach().double() * len(yb)
+                    err_sum += errs
+                    n += len(yb)
+                    bar.update(1)
+            train_loss = float(loss_sum) / n
+            if not math.isfinite(train_loss):
+                raise ValueError(
+                    f"training diverged at epoch {epoch} (train loss {train_loss}); the last "
+                    f"good checkpoint is kept"
+                    f"{' in ' + str(ckdir) if ckdir else ''}. Lower the learning rate (--lr)."
+                )
+            metrics: dict[str, Any] = {
+                "epoch": epoch, "lr": lr, "train_loss": train_loss,
+                "train_error": int(err_sum) / n,
+            }  # fmt: skip
+            if has_test:
+                gt = torch.Generator().manual_seed(_derive_seed(cfg.seed, epoch, "test"))
+                ev = evaluate(model, data, "test", cfg.loss, cfg.eval_batch_size, gt)
+                metrics.update(test_loss=ev["loss"], test_error=ev["error"])
+            if cfg.stop_at_zero_loss:
+                # The running mean above mixes weights of different steps (and momentum or
+                # decay may move them after a zero-loss batch): decide on a full pass.
+                ge = torch.Generator().manual_seed(_derive_seed(cfg.seed, epoch, "train-eval"))
+                ev = evaluate(model, data, "train", cfg.loss, cfg.eval_batch_size, ge)
+                metrics.update(train_eval_loss=ev["loss"], train_eval_error=ev["error"])
+            metrics["time"] = time.perf_counter() - t0
+            history.append(metrics)
+            score = metrics["test_error"] if has_test else metrics["train_error"]
+            improved = best["error"] is None or score < best["error"]
+            if improved:
+                best = {"epoch": epoch, "error": score}
+            bar.set_postfix(
+                loss=f"{train_loss:.3g}", err=f"{metrics['train_error']:.3f}",
+                **({"test_err": f"{metrics['test_error']:.3f}"} if has_test else {}),
+            )  # fmt: skip
+            done = epoch == cfg.epochs
+            if cfg.stop_at_zero_loss and metrics["train_eval_loss"] == 0.0:
+                stopped, done = "zero_loss", True
+            if ckdir is not None:
+                blob = _serialize(
+                    _payload(epoch, model, opt, cfg, cfg_dict, spec, history, best, prov)
+                )
+                keep = cfg.keep_every > 0 and (epoch % cfg.keep_every == 0 or done)
+                if keep:
+                    write_bytes(ckdir / f"epoch_{epoch:04d}.pt", blob)
+                if improved:
+                    write_bytes(ckdir / "best.pt", blob)
+                write_bytes(ckdir / "last.pt", blob)  # the commit point: written last
+                _write_metrics(Path(out_dir), history)
+            if done:
+                break
+    finally:
+        bar.close()
+
+    result = TrainResult(
+        model=model, history=history, best_epoch=best["epoch"], best_error=best["error"],
+        stopped=stopped, out_dir=Path(out_dir) if out_dir is not None else None,
+    )  # fmt: skip
+    if out_dir is not None:
+        write_json(
+            Path(out_dir) / "summary.json",
+            {"model": cfg.model, "data": cfg.data.name, "epochs_run": len(history),
+             "stopped": stopped, "final": result.final,
+             "best": {"epoch": best["epoch"], "error": best["error"]},
+             "config_hash": config_hash(cfg_dict), "provenance": prov},
+        )  # fmt: skip
+    return result
+
+
+def _payload(
+    epoch: int, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig,
+    cfg_dict: dict[str, Any], spec: dict[str, Any], history: list, best: dict, prov: dict,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "model_state": model.state_dict(),
+        "optimizer_state": opt.state_dict(),
+        # The schedule is a pure function of the epoch (TrainConfig.lr_at): nothing to restore.
+        "scheduler": {"name": cfg.schedule, "epoch": epoch, "lr": cfg.lr_at(max(epoch, 1))},
+        # Per-epoch generators are derived from (seed, epoch): no RNG state to restore.
+        "rng": {"seed": cfg.seed, "scheme": "sha256(seed/epoch/purpose)"},
+        "metrics": history[-1] if history else None,
+        "history": [dict(m) for m in history],
+        "best": dict(best),
+        "config": cfg_dict,
+        "model_spec": to_jsonable(spec),
+        "provenance": prov,
+    }
+
+
+def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    # Rewritten whole from the checkpointed history: a resumed run never duplicates a line.
+    write_text(out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    dataset: ImageDataset | None = None,
+) -> TrainResult:
+    """Load ``cfg.data`` (or use ``dataset``), build ``cfg.model`` with a seeded init, and
+    :func:`fit` it; see :func:`fit` for ``out_dir``, ``resume`` and the files written."""
+    data = dataset if dataset is not None else load_dataset(cfg.data)
+    model, spec = build_model(cfg, data)
+    return fit(model, data, None, cfg, out_dir, resume=resume, progress=progress, model_spec=spec)
