@@ -374,7 +374,7 @@ def apply(x: Tensor, fields: DiffeoFields, interp: str = "bilinear") -> Tensor:
     c = fields.coeffs.to(device=x.device, dtype=x.dtype)
     if not torch.isfinite(c).all():
         raise ValueError("the fields have non-finite coefficients.")
-    B, K = c.shape[0], c.shape[-1]
+    K = c.shape[-1]
     if fields.ndim == 1:
         (L,) = fields.size
         # Normalized source coordinate (align_corners=True): g = 2 (p - L u) / (L - 1) - 1.
@@ -384,20 +384,58 @@ def apply(x: Tensor, fields: DiffeoFields, interp: str = "bilinear") -> Tensor:
         out = _sample(xb[:, :, None], grid, interp)[:, :, 0]
     else:
         H, W = fields.size
-        sx = _sine_basis(W, K, x.dtype, x.device)  # [W, K]
-        sy = _sine_basis(H, K, x.dtype, x.device)  # [H, K]
-        scale = torch.tensor([-2 * W / (W - 1), -2 * H / (H - 1)], dtype=x.dtype, device=x.device)
-        # tmp[b, j, x, comp] = sum_i S_x[x, i] C'[b, comp, i, j]
-        tmp = torch.matmul(sx, c * scale.view(1, 2, 1, 1))  # [B, 2, W, K]
-        tmp = tmp.permute(0, 3, 2, 1).reshape(B, K, 2 * W)
-        grid = torch.baddbmm(_identity_grid(H, W, x.dtype, x.device), sy.expand(B, H, K), tmp)
-        out = _sample(xb, grid.view(B, H, W, 2), interp)
+        out = _sample(xb, _grid_2d(c, H, W), interp)
     # A zero field is the identity map; grid_sample's coordinate rounding (~1e-7 in float32) would
     # otherwise blur it slightly, so such samples are returned exactly.
     zero = (c.flatten(1) == 0).all(1)
     if zero.any():
         out = torch.where(zero.view(-1, *(1,) * (out.ndim - 1)), xb, out)
     return out.reshape(*lead, *fields.size)
+
+
+def _grid_2d(c: Tensor, H: int, W: int) -> Tensor:
+    """Normalized sampling grid ``[B, H, W, 2]`` of the fields with coefficients ``c [B, 2, K, K]``.
+
+    ``grid[b, y, x, comp] = id[y, x, comp] + s_comp sum_ij C[b, comp, i, j] S_y[y, j] S_x[x, i]``,
+    ``s = (-2W / (W - 1), -2H / (H - 1))`` (pixels ``n u`` to align_corners=True units, minus:
+    the source is ``p - displacement``). Two products on cached factors and no other pass over
+    the ``[B, H, 2W]`` output: ``A[b] = C_b M`` (tiny; the scales are folded into ``M``), then
+    one batched ``[H, K + 2] @ [K + 2, 2W]`` per sample. The two extra rank-one terms write the
+    identity (``1 (x) id_x`` and ``id_y (x) 1``; their unit coefficients sit in ``C_b``), so there
+    is no separate add, copy or concatenation. Zero coefficients add exact zeros: the grid of a
+    zero field is the identity bit for bit.
+    """
+    B, K = c.shape[0], c.shape[-1]
+    Y, M = _grid_factors(H, W, K, c.dtype, c.device)
+    # Rows (b, j) against M's rows (i, comp); row K picks id_x, row K + 1 picks 1 (times id_y).
+    ca = c.new_zeros(B, K + 2, 2 * K + 2)
+    ca[:, :K, : 2 * K].view(B, K, K, 2).copy_(c.permute(0, 3, 2, 1))
+    ca[:, K, 2 * K] = 1
+    ca[:, K + 1, 2 * K + 1] = 1
+    A = torch.mm(ca.view(B * (K + 2), 2 * K + 2), M).view(B, K + 2, 2 * W)
+    return torch.bmm(Y.expand(B, H, K + 2), A).view(B, H, W, 2)
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_factors(H: int, W: int, K: int, dtype: torch.dtype, device: torch.device):
+    """Cached factors of :func:`_grid_2d`: ``Y [H, K + 2]`` and ``M [2K + 2, 2W]``.
+
+    ``Y = [S_y | 1 | id_y]``; ``M[(i, comp), (x, comp')] = s_comp S_x[x, i] delta(comp, comp')``
+    for ``i < K``, then the rows ``(id_x, 0)`` and ``(0, 1)`` interleaved (layout ``(x, comp)`` of
+    the grid). The sine part is built in float64, then cast.
+    """
+    f64 = torch.float64
+    sx = _sine_basis(W, K, f64, device)  # [W, K]
+    M = torch.zeros(K + 1, 2, W, 2, dtype=f64, device=device)
+    M[:K, 0, :, 0] = (-2 * W / (W - 1)) * sx.T
+    M[:K, 1, :, 1] = (-2 * H / (H - 1)) * sx.T
+    M = M.reshape(2 * K + 2, 2 * W).to(dtype)
+    # The identity rows in the working dtype, as _identity_grid: a zero field gives its grid exactly.
+    M[2 * K, 0::2] = _identity(W, dtype, device)
+    M[2 * K + 1, 1::2] = 1
+    ones = torch.ones(H, 1, dtype=dtype, device=device)
+    Y = torch.cat([_sine_basis(H, K, dtype, device), ones, _identity(H, dtype, device)[:, None]], 1)
+    return Y, M
 
 
 def warp(x: Tensor, displacement: Tensor, interp: str = "bilinear") -> Tensor:
@@ -462,16 +500,17 @@ def _gaussian_sample(x: Tensor, grid: Tensor) -> Tensor:
 
     ``out(p) = sum_q w(q) x(q) / sum_q w(q)``, ``w(q) = exp(-|q - s(p)|^2 / (2 sigma^2))`` with
     ``s(p)`` the clamped source position. The weights factor over the axes, so the normalization
-    does too; pixels beyond 3 px weigh < exp(-40) of the nearest and are dropped.
+    does too; the window floor(s) - 3 .. floor(s) + 4 drops only pixels more than 3 px away, which
+    weigh < exp(-3^2 / (2 sigma^2)) = 1.6e-9 of the nearest.
     """
     B, C, H, W = x.shape
     Ho, Wo = grid.shape[1:3]
     sx = ((grid[..., 0] + 1) * (W - 1) / 2).clamp(0, W - 1)  # [B, Ho, Wo]
     sy = ((grid[..., 1] + 1) * (H - 1) / 2).clamp(0, H - 1)
-    offsets = torch.arange(-2, 4, device=x.device)  # floor(s) - 2 .. floor(s) + 3
+    offsets = torch.arange(-3, 5, device=x.device)  # floor(s) - 3 .. floor(s) + 4
 
     def axis(s: Tensor, n: int) -> tuple[Tensor, Tensor]:
-        q = s.floor().long()[..., None] + offsets  # [B, Ho, Wo, 6]
+        q = s.floor().long()[..., None] + offsets  # [B, Ho, Wo, 8]
         w = torch.exp(-((q.to(s.dtype) - s[..., None]) ** 2) / (2 * GAUSSIAN_SIGMA**2))
         w = torch.where((q >= 0) & (q < n), w, torch.zeros_like(w))
         return q.clamp(0, n - 1), w / w.sum(-1, keepdim=True)
