@@ -21,7 +21,6 @@ from diffeosense.diffeo import (
     warp,
 )
 
-
 # Many tests use temperatures outside the natural range on purpose (clamping, statistics).
 pytestmark = pytest.mark.filterwarnings("ignore:T outside the natural range")
 

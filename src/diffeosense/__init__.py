@@ -21,8 +21,11 @@ from .diffeo import (
     typical_displacement,
     warp,
 )
+from .layers import Layer, LayerTap, list_layers, select_layers
+from .models import create_model, list_models, register_model
 from .noise import matched_noise, sample_noise
 from .perturbations import MaxEntDiffeo, Perturbation, as_perturbation, list_perturbations
+from .sensitivity import MeasureConfig, SensitivityResult, aggregate, measure
 
 __all__ = [
     "__version__",
@@ -44,4 +47,17 @@ __all__ = [
     "Perturbation",
     "as_perturbation",
     "list_perturbations",
+    # sensitivities, layer by layer
+    "measure",
+    "MeasureConfig",
+    "SensitivityResult",
+    "aggregate",
+    "Layer",
+    "LayerTap",
+    "list_layers",
+    "select_layers",
+    # models (data, training and theory live in diffeosense.data, .train, .theory)
+    "create_model",
+    "list_models",
+    "register_model",
 ]

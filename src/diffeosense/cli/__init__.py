@@ -11,7 +11,10 @@ import importlib
 import sys
 
 _COMMANDS = [
+    "diffeosense.cli.demo",
     "diffeosense.cli.diffeo",
+    "diffeosense.cli.train",
+    "diffeosense.cli.measure",
 ]
 
 

@@ -14,6 +14,14 @@ from .datasets import (
     random_crop_flip,
     subset_indices,
 )
+from .scale_detection import (  # importing registers the "pixel-move" perturbation
+    ActivePixelMove,
+    ScaleDetectionConfig,
+    ScaleDetectionData,
+    active_positions,
+    label_pairs,
+    make_scale_detection,
+)
 
 __all__ = [
     "DataConfig",
@@ -24,4 +32,10 @@ __all__ = [
     "load_dataset",
     "random_crop_flip",
     "subset_indices",
+    "ActivePixelMove",
+    "ScaleDetectionConfig",
+    "ScaleDetectionData",
+    "active_positions",
+    "label_pairs",
+    "make_scale_detection",
 ]

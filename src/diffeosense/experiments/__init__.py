@@ -1,0 +1,13 @@
+"""Experiments: sweeps that train, measure and compare (the edge of the library).
+
+Each experiment module holds a config dataclass and a ``run(cfg, out_dir)`` that is a pure
+function of the config: results go to a folder named by ``provenance.config_hash`` and
+finished pieces are skipped on a re-run.
+
+* :mod:`diffeosense.experiments.demo`: train a small CNN on embedded digits, measure D, G, R.
+* :mod:`diffeosense.experiments.scale_detection`: the paper's 1D scale-detection nets, with
+  and without stride, against the theory of spatial pooling (``diffeosense.theory``).
+
+Modules are imported on demand (``from diffeosense.experiments.scale_detection import run``)
+so that one experiment's imports never slow down or break another's.
+"""

