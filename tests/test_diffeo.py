@@ -395,3 +395,11 @@ def test_zero_coefficients_build_the_identity_grid_bit_for_bit(dtype):
     for H, W in ((8, 8), (13, 31), (32, 32)):
         grid = _grid_2d(torch.zeros(3, 2, 4, 4, dtype=dtype), H, W)
         assert torch.equal(grid, _identity_grid(H, W, dtype, torch.device("cpu")).view(1, H, W, 2).expand(3, -1, -1, -1))
+
+
+def test_scalar_and_per_sample_arguments_draw_identical_fields():
+    T = temperature_for_displacement(1.0, 3, 32)
+    a = sample_fields(5, 32, T, 3, generator=torch.Generator().manual_seed(0))
+    b = sample_fields(5, 32, torch.full((5,), T, dtype=torch.float64), torch.full((5,), 3),
+                      generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.coeffs, b.coeffs) and torch.equal(a.T, b.T) and torch.equal(a.cut, b.cut)

@@ -278,13 +278,18 @@ def sample_fields(
     sizes = _check_size(size)
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}.")
-    Ts = _per_sample(T, batch, "T", torch.float64)
+    scalar = isinstance(T, int | float) and isinstance(cut, int | float)
+    if scalar:
+        # Fast path (the common case): checks and scales on Python numbers, no per-sample
+        # tensors; identical draws and values to the per-sample path below.
+        Ts, cuts = _per_sample(T, 1, "T", torch.float64), _per_sample(cut, 1, "cut", torch.float64)
+    else:
+        Ts, cuts = _per_sample(T, batch, "T", torch.float64), _per_sample(cut, batch, "cut", torch.float64)
     if (Ts < 0).any():
         raise ValueError(f"temperature T must be >= 0, got {Ts.min().item()}.")
-    cuts_f = _per_sample(cut, batch, "cut", torch.float64)
-    if (cuts_f != cuts_f.round()).any() or (cuts_f < 1).any():
-        raise ValueError(f"cut must be an integer >= 1, got {cuts_f.tolist()}.")
-    cuts = cuts_f.long()
+    if (cuts != cuts.round()).any() or (cuts < 1).any():
+        raise ValueError(f"cut must be an integer >= 1, got {cuts.tolist()}.")
+    cuts = cuts.long()
     _warn_outside_natural_range(Ts, cuts, sizes)
 
     ndim, K = len(sizes), int(cuts.max())
@@ -301,6 +306,8 @@ def sample_fields(
         keep = k[None] <= cuts[:, None]
         std = torch.where(keep, Ts[:, None].sqrt() / k, 0.0)[:, None]
     coeffs = (z * std.to(gen_device)).to(device=device or gen_device, dtype=dtype)
+    if scalar:
+        Ts, cuts = Ts.expand(batch).clone(), cuts.expand(batch).clone()
     return DiffeoFields(coeffs, Ts.to(coeffs.device), cuts.to(coeffs.device), sizes)
 
 
