@@ -15,6 +15,7 @@ _COMMANDS = [
     "diffeosense.cli.diffeo",
     "diffeosense.cli.train",
     "diffeosense.cli.measure",
+    "diffeosense.cli.scale_detection",
 ]
 
 

@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=None, help="channels H of every layer")
     p.add_argument("--epochs", type=int, default=None,
                    help="epoch budget (training stops earlier at zero training loss)")
-    p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.05)")
+    p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.01)")
     p.add_argument("--n-probes", type=int, default=None,
                    help="test pairs used as probes (default: the whole test split)")
     p.add_argument("--activation", choices=["relu", "tanh"], default=None,

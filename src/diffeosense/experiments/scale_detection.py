@@ -1,0 +1,610 @@
+r"""The 1D scale-detection experiment: trained nets against the theory of spatial pooling.
+
+Tomasini et al. 2022 (Fig. 7; science.md §4-§5): 1D CNNs with filter size F, with and without
+stride (s = 1 and s = F), are trained with the hinge loss and plain SGD on the scale-detection
+task until the training loss is zero. At initialization and after training, the sensitivities
+of every layer to the task's diffeomorphism (each active pixel moves by one site, moves that
+would change the label undone: :class:`~diffeosense.data.scale_detection.ActivePixelMove`) and
+to norm-matched white noise are measured,
+
+    D_k = E ||f_k(tau x) - f_k(x)||^2 / E ||f_k(x1) - f_k(x2)||^2,
+    G_k = E ||f_k(x + eta) - f_k(x)||^2 / E ||f_k(x1) - f_k(x2)||^2,   R_k = D_k / G_k,
+
+and set beside the idealized pure-pooling net of :mod:`diffeosense.theory` (same N, F, s).
+Expected (science.md §5): after training, not at initialization, D_k falls and G_k rises with
+the depth k, as ``k^-1, k^(1/2), k^(-3/2)`` without stride and ``F^-k, F^k, F^(-2k)`` with
+``s = F``.
+
+Choices (all fields of :class:`ScaleDetectionExperiment`, saved beside the results):
+
+* Layers: ``f_k`` is the output of the k-th activation (``features.act{k}``); every tapped
+  layer (convolutions, pooling, readout, output) is measured and kept in the tables, but the
+  exponents are fitted on the activations ``fit_k_min <= k <= fit_k_max`` only. Default
+  ``fit_k_min = 2``: the first layer has not pooled yet (its filter sees F sites), and the
+  theory's laws are statements about the pooling layers. The choice is made before looking at
+  the data and is the same for both strides and for init and trained nets.
+* Probes: the first ``n_probes`` pairs of the test split (all of it by default), the same
+  probes, diffeos and noise at initialization and after training (paired comparison).
+* Noise: ``noise_match="sample"`` (``||eta|| = ||tau x - x||`` exactly for each probe; a probe
+  whose move was undone gets no noise); the theory uses i.i.d. noise of the batch-matched
+  variance, which differs by O(1/N) (docs/theory.md). Denominator over all ordered pairs
+  including ``i = j`` (``"pairs-incl-diag"``), as the authors and the theory.
+* Training: hinge loss, plain SGD (momentum 0, no weight decay, constant lr), batch 32,
+  stopped at the first epoch whose full-pass training loss is exactly 0, or at the epoch
+  budget; the final weights are measured. lr 0.01: the paper's 0.05 (its 2D value, science.md
+  §4) made the unstrided net's training loss oscillate (0.57 to 1.09 over epochs 1-5, small
+  preset, seed 0) at the default amplitude N/2, while 0.01 reached zero training loss at
+  epoch 10. (Chosen for trainability only, before any sensitivity was looked at.)
+* Initialization: He normal (``init="kaiming"``); with PyTorch's default the 8-layer
+  unstrided net of the small preset stayed at chance (train loss 1.00 after 60 epochs).
+* Amplitude: the task's default ``N/2`` makes the initial outputs large (ReLU nets with zero
+  biases are homogeneous: the output scales with the amplitude), so the hinge margins are
+  reached after small weight changes and the trained sensitivities stay close to the
+  initial ones (a lazy regime). ``amplitude=1`` gives identical curves at initialization and
+  very different ones after training; it is a knob worth scanning, kept at the task's
+  default here.
+* Seeds: network seed ``s`` seeds the initialization, the batch order and the measurement's
+  diffeos and noise; the data split (``data_seed``) is the same for every seed.
+* Theory: :func:`~diffeosense.theory.pooling_sensitivities` with the same N, F, s (exact;
+  i.i.d. Gaussian noise rectified by the first ReLU), for the depths where the idealized net
+  is defined (with stride, ``N / F^k >= 2``). ``theory_fit`` in the exponent table is the fit
+  of that exact curve over the same window, ``predicted`` the asymptotic law.
+
+Run folder (``out_dir / "scale-detection-<hash>"``, the hash of the config without ``seeds``,
+so a re-run with more seeds re-uses the finished ones)::
+
+    config.json                  the experiment config, its hash, provenance
+    units/s{s}-seed{seed}/       one (stride, seed) unit
+        train/                   the training run (diffeosense.train.fit)
+        init.csv, trained.csv    sensitivity tables (+ .meta.json)
+        unit.json                written last: the unit is finished
+    sensitivity.csv              every unit, tidy (stride, seed, state, layer, k, D, G, R, *_se)
+    aggregate.csv                geometric means over the seeds (sensitivity.aggregate;
+                                 one seed: its own table and per-probe standard errors)
+    theory.csv                   the idealized net (stride, k, D, G, R)
+    exponents.csv                fitted vs predicted exponents
+    summary.json                 training outcome of every unit, exponents, provenance
+
+>>> cfg = preset("small")
+>>> cfg.size, cfg.filter_size, cfg.strides, cfg.depths
+(64, 2, (1, 2), (8, 6))
+>>> preset("paper").width
+1000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _io
+from ..provenance import config_hash, provenance
+
+__all__ = [
+    "PRESETS",
+    "ScaleDetectionExperiment",
+    "ScaleDetectionResult",
+    "preset",
+    "run",
+    "load_result",
+    "fit_exponents",
+    "theory_table",
+]
+
+_INITS = ("kaiming", "torch")
+_ACT = re.compile(r"(?:^|\.)(?:act|conv)(\d+)$")
+
+
+@dataclass(frozen=True)
+class ScaleDetectionExperiment:
+    """Everything the scale-detection experiment depends on (saved as ``config.json``).
+
+    Data (:class:`~diffeosense.data.scale_detection.ScaleDetectionConfig`, 1D):
+        size: N; xi, gap, task: the label rule; amplitude: active-pixel value (None: N/2);
+        train_size: P; test_size: test pairs (None: all the balanced rest); data_seed.
+    Nets (:func:`~diffeosense.models.cnn1d.cnn1d`, circular padding, GAP, scalar readout):
+        filter_size: F; strides: the strides compared (each 1 or F); depths: the depth L of
+        the net of each stride (same length as ``strides``; None: ``log_F N`` layers for
+        s = F, and the same for s = 1); width: H; activation; bias; init: ``"kaiming"``
+        (He normal for the convolutions, ``N(0, 2 / (C_in F))``, variance-preserving through
+        ReLUs; LeCun normal ``N(0, 1 / H)`` for the readout; zero biases) or ``"torch"`` (the
+        PyTorch default, whose variance shrinks by ~3 per layer: deep unstrided nets then
+        start with a vanishing output and do not train in the small preset).
+    Training (:class:`~diffeosense.train.TrainConfig`, hinge loss, plain SGD):
+        lr, batch_size, epochs (budget), stop_at_zero_loss, momentum, weight_decay.
+    Measurement (:func:`~diffeosense.sensitivity.measure`):
+        n_probes (None: the whole test split), measure_batch_size, noise_match, denominator.
+    Fits: fit_k_min, fit_k_max (None: the last layer) on the activation layers k.
+    seeds: network seeds (one unit per stride and seed).
+    preset: the preset this config came from (a label; changing a field keeps it).
+    """
+
+    preset: str = "small"
+    # data
+    size: int = 64
+    xi: float = 8
+    gap: float = 2
+    task: str = "distance"
+    amplitude: float | None = None
+    train_size: int = 512
+    test_size: int | None = None
+    data_seed: int = 0
+    # nets
+    filter_size: int = 2
+    strides: tuple[int, ...] = (1, 2)
+    depths: tuple[int, ...] | None = (8, 6)
+    width: int = 64
+    activation: str = "relu"
+    bias: bool = True
+    init: str = "kaiming"
+    # training
+    lr: float = 0.01
+    batch_size: int = 32
+    epochs: int = 100
+    stop_at_zero_loss: bool = True
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    # measurement
+    n_probes: int | None = None
+    measure_batch_size: int = 256
+    noise_match: str = "sample"
+    denominator: str = "pairs-incl-diag"
+    # fits
+    fit_k_min: int = 2
+    fit_k_max: int | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+    def __post_init__(self) -> None:
+        # Lists from JSON or the CLI become tuples (the config is hashable and frozen).
+        for name in ("strides", "depths", "seeds"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, tuple):
+                object.__setattr__(self, name, tuple(int(a) for a in v))
+        F = self.filter_size
+        if F < 2:
+            raise ValueError(f"filter_size must be >= 2, got {F}")
+        if not self.strides:
+            raise ValueError("give at least one stride")
+        bad = [s for s in self.strides if s not in (1, F)]
+        if bad:
+            raise ValueError(f"strides must be 1 or filter_size={F} (the paper's two nets), "
+                             f"got {list(self.strides)}")
+        if len(set(self.strides)) != len(self.strides):
+            raise ValueError(f"strides must be distinct, got {list(self.strides)}")
+        if self.depths is not None and len(self.depths) != len(self.strides):
+            raise ValueError(f"depths {list(self.depths)} must give one depth per stride "
+                             f"{list(self.strides)}")
+        for s, L in zip(self.strides, self.net_depths, strict=True):
+            if L < 1:
+                raise ValueError(f"depth must be >= 1, got {L} for stride {s}")
+            if s > 1 and self.size // s**L < 1:
+                raise ValueError(f"stride {s} with depth {L} needs N >= {s**L} sites, got "
+                                 f"size={self.size}; lower the depth")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {list(self.seeds)}")
+        if self.init not in _INITS:
+            raise ValueError(f"init must be one of {_INITS}, got {self.init!r}")
+        if self.activation not in ("relu", "tanh"):
+            raise ValueError(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
+        if not self.lr > 0 or self.batch_size < 1 or self.epochs < 0:
+            raise ValueError("need lr > 0, batch_size >= 1 and epochs >= 0")
+        if self.n_probes is not None and self.n_probes < 2:
+            raise ValueError(f"n_probes must be >= 2 (or None for the whole test split), "
+                             f"got {self.n_probes}")
+        if self.fit_k_min < 1 or (self.fit_k_max is not None and self.fit_k_max < self.fit_k_min):
+            raise ValueError(f"need 1 <= fit_k_min <= fit_k_max, got {self.fit_k_min}, "
+                             f"{self.fit_k_max}")
+        self.data_config()  # validates the task
+
+    @property
+    def net_depths(self) -> tuple[int, ...]:
+        """Depth of the net of each stride (``depths``, or ``floor(log_F N)``)."""
+        if self.depths is not None:
+            return tuple(self.depths)
+        L = max(1, int(math.floor(math.log(self.size) / math.log(self.filter_size) + 1e-9)))
+        return tuple(L for _ in self.strides)
+
+    def data_config(self):
+        from ..data.scale_detection import ScaleDetectionConfig
+
+        return ScaleDetectionConfig(
+            dim=1, size=self.size, xi=self.xi, gap=self.gap, task=self.task,
+            amplitude=self.amplitude, train_size=self.train_size, test_size=self.test_size,
+            seed=self.data_seed,
+        )
+
+    def model_kwargs(self, stride: int) -> dict[str, Any]:
+        depth = self.net_depths[self.strides.index(stride)]
+        return {"depth": depth, "width": self.width, "filter_size": self.filter_size,
+                "stride": stride, "activation": self.activation, "padding": "circular",
+                "bias": self.bias}
+
+    def train_config(self, stride: int, seed: int):
+        from ..data import DataConfig
+        from ..train import TrainConfig
+
+        return TrainConfig(
+            model="cnn1d", model_kwargs=self.model_kwargs(stride),
+            data=DataConfig(name="scale-detection-1d", P=self.train_size, seed=self.data_seed,
+                            download=False),
+            epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd", lr=self.lr,
+            momentum=self.momentum, weight_decay=self.weight_decay, schedule="constant",
+            loss="hinge", seed=seed, device="cpu", keep_every=0,
+            stop_at_zero_loss=self.stop_at_zero_loss,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _io.to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScaleDetectionExperiment:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown ScaleDetectionExperiment keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def folder_hash(self) -> str:
+        """``config_hash`` of the config without ``seeds`` (units are keyed by their seed)."""
+        d = self.to_dict()
+        d.pop("seeds")
+        return config_hash(d)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A few minutes on 2 CPU cores. N = 64, xi = 8: the largest balanced training set is 768
+    # pairs (384 per class), so P = 512 and 256 test pairs. F = 2; the strided net pools the
+    # whole signal (L = log2 64 = 6, receptive field 64), the unstrided one has L = 8
+    # (receptive field 9 > xi: it can see both pixels of every positive pair).
+    "small": {},
+    # The paper's sizes (H = 1000, N = 256, P = 1024): hours on a CPU, use a GPU machine.
+    # xi = 16: positives d < 15; s = 1 with L = 16 (receptive field 17); s = 2 with L = 8.
+    "paper": {"size": 256, "xi": 16, "train_size": 1024, "test_size": 2048,
+              "depths": (16, 8), "width": 1000, "epochs": 300, "n_probes": 1024},
+}
+
+
+def preset(name: str = "small", **overrides: Any) -> ScaleDetectionExperiment:
+    """The config of a preset (``"small"`` or ``"paper"``), with fields overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return ScaleDetectionExperiment(**{"preset": name, **PRESETS[name], **overrides})
+
+
+@dataclass
+class ScaleDetectionResult:
+    """What :func:`run` returns (tables are ``pandas.DataFrame``s, also saved as CSV).
+
+    ``sensitivity``: one row per (stride, seed, state, layer); ``aggregate``: geometric means
+    over seeds per (stride, state, layer); ``theory``: the idealized net; ``exponents``: fits.
+    ``units_run`` / ``units_skipped``: (stride, seed) units computed now / found finished.
+    """
+
+    config: ScaleDetectionExperiment
+    out_dir: Path
+    sensitivity: Any
+    aggregate: Any
+    theory: Any
+    exponents: Any
+    units: list[dict[str, Any]] = field(default_factory=list)
+    units_run: list[tuple[int, int]] = field(default_factory=list)
+    units_skipped: list[tuple[int, int]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------- pieces
+
+
+def _layer_k(name: str) -> float:
+    """The block index k of ``features.act{k}`` / ``features.conv{k}``, else NaN."""
+    m = _ACT.search(name)
+    return float(m.group(1)) if m else math.nan
+
+
+def _tidy(result, **cols):
+    df = result.to_frame(view="full")
+    df.insert(0, "k", [_layer_k(n) for n in df.layer])
+    for i, (key, val) in enumerate(cols.items()):
+        df.insert(i, key, val)
+    return df
+
+
+def _unit_dir(root: Path, stride: int, seed: int) -> Path:
+    return root / "units" / f"s{stride}-seed{seed}"
+
+
+def _run_unit(cfg: ScaleDetectionExperiment, data, stride: int, seed: int, udir: Path,
+              progress: bool) -> dict[str, Any]:
+    """Measure at init, train (resumable), measure again; write the unit's files."""
+    from ..data.scale_detection import ActivePixelMove
+    from ..sensitivity import SensitivityResult, measure
+    from ..train import build_model, fit
+
+    tcfg = cfg.train_config(stride, seed)
+    ds = _dataset(data, tcfg)
+    model, spec = build_model(tcfg, ds)  # seeded initialization (same on every call)
+    if cfg.init == "kaiming":
+        _kaiming_init(model, seed)
+    move = ActivePixelMove(data.config, label_preserving=True, boundary="clip")
+    n_probes = len(data.x_test) if cfg.n_probes is None else min(cfg.n_probes, len(data.x_test))
+    meta = {"experiment": "scale-detection", "stride": stride, "seed": seed,
+            "model": "cnn1d", "model_kwargs": cfg.model_kwargs(stride)}
+
+    def sens(state: str) -> SensitivityResult:
+        path = udir / f"{state}.csv"
+        if path.exists():
+            return SensitivityResult.load(path)
+        res = measure(
+            model, data.x_test, layers="all", perturbation=move, n_probes=n_probes,
+            batch_size=cfg.measure_batch_size, seed=seed, noise_match=cfg.noise_match,
+            denominator=cfg.denominator, meta={**meta, "state": state},
+        )
+        res.save(path)
+        return res
+
+    sens("init")
+    t0 = time.perf_counter()
+    tres = fit(model, ds, None, tcfg, udir / "train", resume=True, progress=progress,
+               model_spec=spec)
+    train_time = time.perf_counter() - t0
+    sens("trained")
+    final = tres.final or {}
+    info = {
+        "stride": stride, "seed": seed, "model_kwargs": cfg.model_kwargs(stride),
+        "epochs_run": len(tres.history), "stopped": tres.stopped,
+        "train_loss": final.get("train_eval_loss", final.get("train_loss")),
+        "train_error": final.get("train_eval_error", final.get("train_error")),
+        "test_error": final.get("test_error"), "n_probes": n_probes,
+        "train_seconds_this_call": train_time,
+    }
+    _io.write_json(udir / "unit.json", info)  # the commit point: the unit is finished
+    return info
+
+
+def _kaiming_init(model, seed: int) -> None:
+    """He-normal convolutions (fan in, ReLU gain), LeCun-normal linear layers, zero biases;
+    drawn from a generator seeded by ``seed`` (deterministic, global RNG untouched)."""
+    import torch
+    from torch import nn
+
+    g = torch.Generator().manual_seed(_mix(seed, 0x5CA1E))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv1d | nn.Linear):
+                fan_in = m.weight[0].numel()
+                gain = 2.0 if isinstance(m, nn.Conv1d) else 1.0
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(gain / fan_in))
+                if m.bias is not None:
+                    m.bias.zero_()
+
+
+def _mix(a: int, b: int) -> int:
+    """A 63-bit seed from two integers (splitmix64 of their combination)."""
+    z = (a * 0x9E3779B97F4A7C15 + b) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (z ^ (z >> 31)) & (2**63 - 1)
+
+
+def _dataset(data, tcfg):
+    from ..data import ImageDataset
+
+    return ImageDataset.from_tensors(
+        data.x_train, data.y_train, data.x_test, data.y_test, name=tcfg.data.name,
+        num_classes=1, config=tcfg.data,
+    )
+
+
+def _theory_depth(cfg: ScaleDetectionExperiment, stride: int, depth: int) -> int:
+    """Largest k <= depth where the idealized net is defined at this N (0: none)."""
+    if stride == 1:
+        return depth if cfg.size >= 2 * cfg.filter_size else 0
+    k = 0
+    while k < depth and cfg.size % stride ** (k + 1) == 0 and cfg.size // stride ** (k + 1) >= 2:
+        k += 1
+    return k
+
+
+def theory_table(cfg: ScaleDetectionExperiment):
+    """Exact D_k, G_k, R_k of the idealized net for each stride (same N, F, s): a DataFrame
+    with columns ``stride, k, D, G, R, d_num, g_num, den`` (ReLU; empty for tanh, where the
+    exact theory does not apply)."""
+    import pandas as pd
+
+    from ..theory import pooling_sensitivities
+
+    rows = []
+    if cfg.activation != "relu":
+        return pd.DataFrame(columns=["stride", "k", "D", "G", "R", "d_num", "g_num", "den"])
+    for s, L in zip(cfg.strides, cfg.net_depths, strict=True):
+        K = _theory_depth(cfg, s, L)
+        if K < 1:
+            continue
+        th = pooling_sensitivities(depth=K, filter_size=cfg.filter_size, stride=s, n=cfg.size,
+                                   amplitude=cfg.data_config().value, noise="gaussian",
+                                   include_diag=True)
+        for i in range(K):
+            rows.append({"stride": s, "k": int(th.k[i]), "D": th.D[i], "G": th.G[i],
+                         "R": th.R[i], "d_num": th.d_num[i], "g_num": th.g_num[i],
+                         "den": th.den[i]})
+    return pd.DataFrame(rows, columns=["stride", "k", "D", "G", "R", "d_num", "g_num", "den"])
+
+
+def fit_exponents(cfg: ScaleDetectionExperiment, sensitivity, aggregate, theory):
+    """Fitted vs predicted exponents on the activation layers ``fit_k_min <= k <= fit_k_max``.
+
+    For each stride, state (init, trained) and quantity (D, G, R): ``slope`` +- ``stderr``,
+    the least-squares fit of the seed-aggregated (geometric-mean) curve (power law in k for
+    s = 1, exponential for s = F; :func:`~diffeosense.theory.fit_exponent`, stderr from the
+    residuals); ``seed_mean`` +- ``seed_se``, the mean and standard error over seeds of the
+    per-seed fitted slopes; ``predicted``, the asymptotic law
+    (:func:`~diffeosense.theory.predicted_exponents`); ``theory_fit``, the same fit on the
+    exact idealized curve over the window's intersection with the depths where it exists.
+    The fits are unweighted least squares on log values, which are linear in the data, so
+    ``slope == seed_mean`` (the log of a geometric mean is the mean of the logs); the two
+    errors differ: ``stderr`` measures the curvature of the mean curve, ``seed_se`` the
+    spread between seeds.
+    """
+    import pandas as pd
+
+    from ..theory import fit_exponent, predicted_exponents
+
+    rows = []
+    act = aggregate[aggregate.layer.str.contains(r"(?:^|\.)act\d+$", regex=True)]
+    act_all = sensitivity[sensitivity.layer.str.contains(r"(?:^|\.)act\d+$", regex=True)]
+    for s, L in zip(cfg.strides, cfg.net_depths, strict=True):
+        pred = predicted_exponents(s, cfg.activation)
+        law = pred["law"]
+        k_lo, k_hi = cfg.fit_k_min, min(L, cfg.fit_k_max or L)
+        th = theory[theory.stride == s]
+        for state in ("init", "trained"):
+            a = act[(act.stride == s) & (act.state == state)].sort_values("k")
+            for q in ("D", "G", "R"):
+                row = {"stride": s, "filter_size": cfg.filter_size, "state": state,
+                       "quantity": q, "law": law, "k_min": k_lo, "k_max": k_hi,
+                       "predicted": pred[q]}
+                row.update(_safe_fit(fit_exponent, a.k, a[q], law, k_lo, k_hi, "slope",
+                                     "stderr"))
+                slopes = []
+                for _, g in act_all[(act_all.stride == s) & (act_all.state == state)].groupby(
+                        "seed"):
+                    g = g.sort_values("k")
+                    f = _safe_fit(fit_exponent, g.k, g[q], law, k_lo, k_hi, "slope", "stderr")
+                    if math.isfinite(f["slope"]):
+                        slopes.append(f["slope"])
+                row["n_seeds"] = len(slopes)
+                row["seed_mean"] = float(np.mean(slopes)) if slopes else math.nan
+                row["seed_se"] = (float(np.std(slopes, ddof=1) / math.sqrt(len(slopes)))
+                                  if len(slopes) > 1 else math.nan)
+                tf = _safe_fit(fit_exponent, th.k, th[q], law, k_lo, k_hi, "theory_fit",
+                               "theory_stderr") if len(th) else {"theory_fit": math.nan}
+                row["theory_fit"] = tf["theory_fit"]
+                row["theory_k_max"] = int(min(k_hi, th.k.max())) if len(th) else 0
+                rows.append(row)
+    cols = ["stride", "filter_size", "state", "quantity", "law", "k_min", "k_max", "slope",
+            "stderr", "seed_mean", "seed_se", "n_seeds", "predicted", "theory_fit",
+            "theory_k_max"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _safe_fit(fit_exponent, k, values, law, k_lo, k_hi, name, err_name) -> dict[str, float]:
+    k = np.asarray(k, dtype=float)
+    v = np.asarray(values, dtype=float)
+    sel = (k >= k_lo) & (k <= k_hi) & np.isfinite(v) & (v > 0)
+    if sel.sum() < 2:
+        return {name: math.nan, err_name: math.nan}
+    f = fit_exponent(k[sel], v[sel], law=law)
+    return {name: f.slope, err_name: f.stderr}
+
+
+# ---------------------------------------------------------------------------------- run
+
+
+def run(cfg: ScaleDetectionExperiment | None = None, out_dir: str | Path = "runs",
+        progress: bool = True) -> ScaleDetectionResult:
+    """Train and measure every (stride, seed) unit, fit exponents, write the tables.
+
+    A pure function of ``cfg``: the results go to ``out_dir / f"scale-detection-{hash}"``;
+    finished units (``unit.json`` present) are loaded, not recomputed; a unit killed while
+    training resumes from its last epoch checkpoint. Every file is written atomically.
+
+    Returns:
+        :class:`ScaleDetectionResult` with the tables (also in the run folder).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from ..data.scale_detection import make_scale_detection
+    from ..sensitivity import SensitivityResult, aggregate
+
+    cfg = cfg or preset("small")
+    root = Path(out_dir) / f"scale-detection-{cfg.folder_hash()}"
+    data = make_scale_detection(cfg.data_config())
+    if len(data.x_test) < 2:
+        raise ValueError("the test split holds fewer than 2 pairs: the sensitivities need "
+                         "probes; lower train_size or enlarge size")
+    prov = provenance()
+    _io.write_json(root / "config.json", {"config": cfg.to_dict(),
+                                          "config_hash": cfg.folder_hash(),
+                                          "provenance": prov})
+    units, ran, skipped = [], [], []
+    frames, per_state = [], {}
+    todo = [(s, seed) for s in cfg.strides for seed in cfg.seeds]
+    bar = tqdm(todo, desc="scale-detection", unit="unit", disable=not progress)
+    for s, seed in bar:
+        udir = _unit_dir(root, s, seed)
+        done = udir / "unit.json"
+        if done.exists():
+            info = json.loads(done.read_text())
+            skipped.append((s, seed))
+        else:
+            bar.set_postfix(stride=s, seed=seed)
+            info = _run_unit(cfg, data, s, seed, udir, progress=False)
+            ran.append((s, seed))
+        units.append(info)
+        for state in ("init", "trained"):
+            res = SensitivityResult.load(udir / f"{state}.csv")
+            per_state.setdefault((s, state), []).append(res)
+            frames.append(_tidy(res, stride=s, seed=seed, state=state))
+    bar.close()
+    sensitivity = pd.concat(frames, ignore_index=True)
+    agg_frames = []
+    for (s, state), results in per_state.items():
+        # One seed: keep its own (per-probe) standard errors rather than NaN spreads.
+        agg_res = results[0] if len(results) == 1 else aggregate(results)
+        agg_frames.append(_tidy(agg_res, stride=s, state=state))
+    agg = pd.concat(agg_frames, ignore_index=True)
+    theory = theory_table(cfg)
+    exponents = fit_exponents(cfg, sensitivity, agg, theory)
+    _io.write_text(root / "sensitivity.csv", sensitivity.to_csv(index=False))
+    _io.write_text(root / "aggregate.csv", agg.to_csv(index=False))
+    _io.write_text(root / "theory.csv", theory.to_csv(index=False))
+    _io.write_text(root / "exponents.csv", exponents.to_csv(index=False))
+    _io.write_json(root / "summary.json", {
+        "config": cfg.to_dict(), "config_hash": cfg.folder_hash(), "units": units,
+        "exponents": exponents.to_dict("records"), "provenance": prov,
+    })
+    return ScaleDetectionResult(cfg, root, sensitivity, agg, theory, exponents, units, ran,
+                                skipped)
+
+
+def load_result(path: str | Path) -> ScaleDetectionResult:
+    """Read a finished run folder written by :func:`run`."""
+    import pandas as pd
+
+    root = Path(path)
+    summary = root / "summary.json"
+    if not summary.exists():
+        raise FileNotFoundError(f"{root} holds no finished scale-detection run (no summary.json)")
+    blob = json.loads(summary.read_text())
+    cfg = ScaleDetectionExperiment.from_dict(blob["config"])
+    tables = {name: pd.read_csv(root / f"{name}.csv")
+              for name in ("sensitivity", "aggregate", "theory", "exponents")}
+    return ScaleDetectionResult(cfg, root, tables["sensitivity"], tables["aggregate"],
+                                tables["theory"], tables["exponents"], blob["units"])
+
+
+def format_exponents(exponents) -> str:
+    """The exponent table as aligned text (for the CLI and reports)."""
+    lines = [f"{'s':>2} {'state':<8}{'X':<2}{'law':<6}{'k':<6}{'fit':>16}{'seeds':>18}"
+             f"{'theory(N)':>11}{'predicted':>10}"]
+    for r in exponents.itertuples():
+        fit = "n/a" if not math.isfinite(r.slope) else (
+            f"{r.slope:+.3f}+-{r.stderr:.3f}" if math.isfinite(r.stderr) else f"{r.slope:+.3f}")
+        seeds = (f"{r.seed_mean:+.3f}+-{r.seed_se:.3f}" if math.isfinite(r.seed_se)
+                 else (f"{r.seed_mean:+.3f}" if math.isfinite(r.seed_mean) else "n/a"))
+        th = f"{r.theory_fit:+.3f}" if math.isfinite(r.theory_fit) else "n/a"
+        law = "pow" if r.law == "power" else "exp"
+        lines.append(f"{r.stride:>2} {r.state:<8}{r.quantity:<2}{law:<6}"
+                     f"{f'{r.k_min}-{r.k_max}':<6}{fit:>16}{seeds:>18}{th:>11}"
+                     f"{r.predicted:>+10.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Figure of the scale-detection experiment: D_k, G_k, R_k against depth, with the theory.
+
+One row per stride (s = 1, s = F), one column per quantity (D, G, R). Each panel shows the
+geometric mean over seeds (error bars: one standard error over seeds, on the log scale) of the
+activation layers ``k = 1..L``, at initialization (grey) and after training (red), and the
+exact curve of the idealized pure-pooling net (:func:`diffeosense.theory.pooling_sensitivities`,
+dashed). Axes: log-log for s = 1 (the predicted laws are powers of k), log-linear for s = F
+(powers of F^k), so every predicted law is a straight line.
+
+Normalization of the theory: the idealized net has one channel and homogeneous filters, so its
+prefactors differ from a trained net's; only the *slopes* are predictions. The theory curve is
+therefore multiplied by the constant that makes it pass through the trained curve at the first
+fitted layer ``k = fit_k_min`` ("anchored"); the fit window is shaded.
+
+>>> import pandas as pd
+>>> from diffeosense.experiments.scale_detection import preset
+>>> cfg = preset("small", strides=(2,), depths=(2,), seeds=(0,))
+>>> rows = [{"stride": 2, "state": st, "layer": f"features.act{k}", "k": k, "D": 1.0 / k,
+...          "G": 1.0 * k, "R": 1.0 / k**2, "D_se": 0.0, "G_se": 0.0, "R_se": 0.0}
+...         for st in ("init", "trained") for k in (1, 2)]
+>>> theory = pd.DataFrame({"stride": [2, 2], "k": [1, 2], "D": [1.0, 0.5], "G": [1.0, 2.0],
+...                        "R": [1.0, 0.25]})
+>>> fig = plot_scale_detection(cfg, pd.DataFrame(rows), theory)
+>>> [ax.get_yscale() for ax in fig.axes]
+['log', 'log', 'log']
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .plots import save_figure
+
+__all__ = ["plot_scale_detection", "save_result_figure"]
+
+_TITLES = {"D": "D_k  (diffeo)", "G": "G_k  (noise)", "R": "R_k = D_k / G_k"}
+_STATES = {"init": ("0.55", "initialization"), "trained": ("C3", "trained")}
+
+
+def _activations(df):
+    return df[df.layer.astype(str).str.contains(r"(?:^|\.)act\d+$", regex=True)].sort_values("k")
+
+
+def plot_scale_detection(cfg, aggregate, theory, exponents=None, path: str | Path | None = None):
+    """D_k, G_k, R_k vs depth k, init vs trained, theory anchored at ``k = cfg.fit_k_min``.
+
+    Args:
+        cfg: the :class:`~diffeosense.experiments.scale_detection.ScaleDetectionExperiment`.
+        aggregate: the run's ``aggregate`` table (columns ``stride, state, layer, k, D, G, R``
+            and ``*_se``).
+        theory: the run's ``theory`` table (``stride, k, D, G, R``).
+        exponents: optional ``exponents`` table: the fitted and predicted slopes of the
+            trained nets go in each panel's legend.
+        path: also save the figure there (atomic).
+
+    Returns:
+        the matplotlib ``Figure`` (``len(strides)`` rows x 3 columns).
+    """
+    strides = list(cfg.strides)
+    fig = Figure(figsize=(12, 3.4 * len(strides) + 0.6))
+    axes = fig.subplots(len(strides), 3, squeeze=False)
+    k0 = cfg.fit_k_min
+    for row, s in enumerate(strides):
+        L = cfg.net_depths[row]
+        k_hi = min(L, cfg.fit_k_max or L)
+        th = theory[theory.stride == s].sort_values("k") if len(theory) else theory
+        for col, q in enumerate(("D", "G", "R")):
+            ax = axes[row, col]
+            trained = None
+            for state, (color, label) in _STATES.items():
+                df = _activations(aggregate[(aggregate.stride == s) & (aggregate.state == state)])
+                if df.empty:
+                    continue
+                k = df.k.to_numpy(dtype=float)
+                y = df[q].to_numpy(dtype=float)
+                se = np.nan_to_num(df[f"{q}_se"].to_numpy(dtype=float)) \
+                    if f"{q}_se" in df else np.zeros_like(y)
+                ok = np.isfinite(y) & (y > 0)
+                lower = np.minimum(se[ok], 0.9 * y[ok])
+                lab = label
+                if exponents is not None and state == "trained":
+                    lab += _slope_label(exponents, s, q)
+                ax.errorbar(k[ok], y[ok], yerr=[lower, se[ok]], color=color, marker="o", ms=4,
+                            lw=1.4, capsize=2, label=lab)
+                if state == "trained":
+                    trained = (k[ok], y[ok])
+            if trained is not None and len(th) and k0 in set(th.k) and k0 in set(trained[0]):
+                anchor = trained[1][list(trained[0]).index(k0)] / float(th[th.k == k0][q].iloc[0])
+                lab = "idealized net (anchored)"
+                if exponents is not None:
+                    e = _row(exponents, s, "trained", q)
+                    if e is not None and math.isfinite(e.theory_fit):
+                        lab += f": {e.theory_fit:+.2f}"
+                ax.plot(th.k, th[q] * anchor, color="C0", ls="--", lw=1.2, label=lab)
+            ax.axvspan(k0 - 0.1 if s > 1 else k0 * 0.97, k_hi + 0.1 if s > 1 else k_hi * 1.03,
+                       color="0.9", zorder=0)
+            ax.set_yscale("log")
+            if s == 1:
+                ax.set_xscale("log")
+                ticks = list(range(1, L + 1))
+                ax.set_xticks(ticks)
+                ax.set_xticklabels([str(t) for t in ticks])
+                ax.minorticks_off()
+            else:
+                ax.set_xticks(list(range(1, L + 1)))
+            ax.set_xlabel("layer k")
+            ax.set_title(f"{_TITLES[q]},  s = {s}, F = {cfg.filter_size}", fontsize=9)
+            ax.grid(True, which="major", alpha=0.3)
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(
+        f"scale detection 1D: N = {cfg.size}, xi = {cfg.xi}, gap = {cfg.gap}, "
+        f"P = {cfg.train_size}, H = {cfg.width}, {cfg.activation}, {len(cfg.seeds)} seed(s); "
+        f"shaded: fit window; theory anchored at k = {k0}", fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _row(exponents, s, state, q):
+    e = exponents[(exponents.stride == s) & (exponents.state == state)
+                  & (exponents.quantity == q)]
+    return None if e.empty else next(e.itertuples())
+
+
+def _slope_label(exponents, s, q) -> str:
+    e = _row(exponents, s, "trained", q)
+    if e is None or not math.isfinite(e.slope):
+        return ""
+    err = e.seed_se if math.isfinite(e.seed_se) else e.stderr
+    err_s = f"+-{err:.2f}" if math.isfinite(err) else ""
+    return f": {e.slope:+.2f}{err_s} (pred. {e.predicted:+.2f})"
+
+
+def save_result_figure(result, path: str | Path | None = None) -> Path:
+    """Draw a :class:`~diffeosense.experiments.scale_detection.ScaleDetectionResult` into
+    ``path`` (default: ``<run folder>/scale_detection.png``)."""
+    path = Path(path) if path is not None else result.out_dir / "scale_detection.png"
+    plot_scale_detection(result.config, result.aggregate, result.theory, result.exponents,
+                         path=path)
+    return path
