@@ -71,25 +71,23 @@ def test_homogeneous_net_is_pure_pooling():
 
 
 def test_trains_to_zero_training_error():
-    """Plain SGD on the hinge loss reaches zero training error on a small task-1 instance."""
+    """The training engine (hinge loss, full-batch plain SGD) reaches zero training error on a
+    small task-1 instance."""
+    from diffeosense.train import TrainConfig, fit
+
     cfg = ScaleDetectionConfig(dim=1, size=32, xi=8, gap=2, amplitude=1.0, train_size=128)
     data = make_scale_detection(cfg)
     net = _net(depth=3, width=32, filter_size=5, stride=1)
-    opt = torch.optim.SGD(net.parameters(), lr=0.5)
-    x, y = data.x_train, data.y_train
-    err = 1.0
+    tcfg = TrainConfig(model="cnn1d", loss="hinge", optimizer="sgd", lr=0.5, momentum=0.0,
+                       weight_decay=0.0, schedule="constant", batch_size=len(data.x_train),
+                       epochs=300, stop_at_zero_loss=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny net: threads only add contention on a loaded machine
     try:
-        for _ in range(300):  # full-batch plain gradient descent; ~65 steps suffice here
-            loss = torch.relu(1 - y * net(x)).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                err = (torch.sign(net(x)) != y).float().mean().item()
-            if err == 0:
-                break
+        result = fit(net, (data.x_train, data.y_train), None, tcfg, progress=False)
     finally:
         torch.set_num_threads(threads)
-    assert err == 0.0
+    with torch.no_grad():
+        out = result.model.eval()(data.x_train)
+    assert (torch.sign(out) != data.y_train).sum() == 0
+    assert result.history[-1]["train_eval_loss"] < 0.5 * result.history[0]["train_eval_loss"]
