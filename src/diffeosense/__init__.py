@@ -26,6 +26,7 @@ from .models import create_model, list_models, register_model
 from .noise import matched_noise, sample_noise
 from .perturbations import MaxEntDiffeo, Perturbation, as_perturbation, list_perturbations
 from .sensitivity import MeasureConfig, SensitivityResult, aggregate, measure
+from .testing import assert_diffeo_stable
 
 __all__ = [
     "__version__",
@@ -56,6 +57,7 @@ __all__ = [
     "LayerTap",
     "list_layers",
     "select_layers",
+    "assert_diffeo_stable",
     # models (data, training and theory live in diffeosense.data, .train, .theory)
     "create_model",
     "list_models",
