@@ -45,3 +45,12 @@ def test_json_of_tensors_and_config_hash(tmp_path):
     assert config_hash({"a": 1}) != config_hash({"a": 2})
     info = provenance()
     assert info["torch"] == torch.__version__ and info["threads"] >= 1
+
+
+def test_dataclass_from_dict_refuses_unknown_keys():
+    from diffeosense._io import dataclass_from_dict
+    from diffeosense.data import DataConfig
+
+    assert dataclass_from_dict(DataConfig, {"name": "mnist", "P": 10}).P == 10
+    with pytest.raises(ValueError, match=r"unknown DataConfig keys: \['noize'\]"):
+        DataConfig.from_dict({"name": "mnist", "noize": 1.0})  # a typo is never dropped

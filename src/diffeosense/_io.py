@@ -16,7 +16,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_write", "write_bytes", "write_text", "write_json", "torch_save", "to_jsonable"]
+__all__ = [
+    "atomic_write", "write_bytes", "write_text", "write_json", "torch_save", "to_jsonable",
+    "dataclass_from_dict",
+]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
@@ -72,6 +75,19 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, torch.dtype | torch.device):
         return str(obj)
     return obj
+
+
+def dataclass_from_dict(cls: type, d: dict[str, Any]):
+    """``cls(**d)`` for a config dataclass, refusing unknown keys (a typo is never dropped)."""
+    import dataclasses
+
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(
+            f"unknown {cls.__name__} keys: {sorted(unknown)}; valid keys: "
+            f"{[f.name for f in dataclasses.fields(cls)]}"
+        )
+    return cls(**d)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -34,7 +34,6 @@ Run folder layout (``out_dir``)::
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -50,7 +49,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._io import to_jsonable, write_bytes, write_json, write_text
+from ._io import dataclass_from_dict, to_jsonable, write_bytes, write_json, write_text
 from .data import DataConfig, ImageDataset, load_dataset
 from .models import create_model
 from .provenance import config_hash, provenance
@@ -164,11 +163,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
 
 @dataclass

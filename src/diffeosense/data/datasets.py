@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._io import dataclass_from_dict
+
 __all__ = [
     "DataConfig",
     "ImageDataset",
@@ -86,8 +88,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return dataclass_from_dict(cls, d)
 
 
 def default_data_root() -> Path:

@@ -74,7 +74,6 @@ so a re-run with more seeds re-uses the finished ones)::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -248,11 +247,7 @@ class ScaleDetectionExperiment:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScaleDetectionExperiment:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown ScaleDetectionExperiment keys: {sorted(unknown)}")
-        return cls(**d)
+        return _io.dataclass_from_dict(cls, d)
 
     def folder_hash(self) -> str:
         """``config_hash`` of the config without ``seeds`` (units are keyed by their seed)."""
