@@ -420,39 +420,36 @@ def _cifar10(cfg: DataConfig):
     return xtr, ytr, parts[5][0], parts[5][1], 10
 
 
-def _mnist_like(cls_name: str, name: str, cfg: DataConfig):
-    tr = _torchvision(cls_name, name, cfg, train=True)
-    te = _torchvision(cls_name, name, cfg, train=False)
+def _torchvision_splits(cls_name: str, name: str, cfg: DataConfig, train_kw: dict,
+                        test_kw: dict, labels: str = "targets"):
+    """(x_train, y_train, x_test, y_test, 10) of a channels-first torchvision dataset."""
+    tr = _torchvision(cls_name, name, cfg, **train_kw)
+    te = _torchvision(cls_name, name, cfg, **test_kw)
     return (
         _uint8_images(tr.data, False),
-        torch.as_tensor(tr.targets),
+        torch.as_tensor(getattr(tr, labels)),
         _uint8_images(te.data, False),
-        torch.as_tensor(te.targets),
+        torch.as_tensor(getattr(te, labels)),
         10,
     )
 
 
 @_register("mnist")
 def _mnist(cfg: DataConfig):
-    return _mnist_like("MNIST", "mnist", cfg)
+    return _torchvision_splits("MNIST", "mnist", cfg, {"train": True}, {"train": False})
 
 
 @_register("fashion-mnist")
 def _fashion(cfg: DataConfig):
-    return _mnist_like("FashionMNIST", "fashion-mnist", cfg)
+    return _torchvision_splits("FashionMNIST", "fashion-mnist", cfg, {"train": True},
+                               {"train": False})
 
 
 @_register("svhn")
 def _svhn(cfg: DataConfig):
-    tr = _torchvision("SVHN", "svhn", cfg, split="train")
-    te = _torchvision("SVHN", "svhn", cfg, split="test")
-    return (
-        _uint8_images(tr.data, False),
-        torch.as_tensor(tr.labels),
-        _uint8_images(te.data, False),
-        torch.as_tensor(te.labels),
-        10,
-    )
+    # SVHN names its splits and its labels differently from MNIST.
+    return _torchvision_splits("SVHN", "svhn", cfg, {"split": "train"}, {"split": "test"},
+                               labels="labels")
 
 
 @functools.lru_cache(maxsize=1)
