@@ -11,7 +11,7 @@ import torch
 
 from diffeosense.cli import build_parser, main
 from diffeosense.diffeo import temperature_range
-from diffeosense.plots_diffeo import (
+from diffeosense.plots.diffeo import (
     COLOURS,
     load_image,
     plot_diffeo_grid,

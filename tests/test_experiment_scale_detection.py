@@ -137,7 +137,7 @@ def test_tiny_experiment_end_to_end_resumes_and_is_deterministic(tmp_path):
 
     # The figure (edge module) draws from the saved tables.
     from diffeosense.experiments.scale_detection import load_result
-    from diffeosense.plots_scale_detection import save_result_figure
+    from diffeosense.plots.scale_detection import save_result_figure
 
     png = save_result_figure(load_result(root))
     assert png.exists() and png.stat().st_size > 10_000

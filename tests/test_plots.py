@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from diffeosense.plots import plot_sensitivity
+from diffeosense.plots.sensitivity import plot_sensitivity
 from diffeosense.sensitivity import SensitivityResult, measure
 
 

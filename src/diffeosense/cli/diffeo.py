@@ -23,7 +23,7 @@ class ShowConfig:
     """Everything that determines the ``diffeo show`` figure (saved in the sidecar JSON)."""
 
     image: str | None = None  # path of an image file; else `photo`
-    photo: str = "chelsea"  # a scikit-image photograph (diffeosense.plots_diffeo.PHOTOS)
+    photo: str = "chelsea"  # a scikit-image photograph (diffeosense.plots.diffeo.PHOTOS)
     size: int = 32  # square side in pixels after centre-crop and resize
     cuts: tuple[int, ...] = DEFAULT_CUTS  # one row per cut
     inside: int = 4  # temperatures from T_min to T_max (both included), log-spaced
@@ -56,7 +56,7 @@ def _cuts(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    from ..plots_diffeo import PHOTOS
+    from ..plots.diffeo import PHOTOS
 
     p = subparsers.add_parser(
         "diffeo",
@@ -106,7 +106,7 @@ def register(subparsers) -> None:
 def show(config: ShowConfig) -> tuple[Path, Path]:
     """Render and write the figure and its sidecar; returns (png path, json path)."""
     from .._io import write_json
-    from ..plots_diffeo import load_image, plot_diffeo_grid, save_figure, temperature_ladder
+    from ..plots.diffeo import load_image, plot_diffeo_grid, save_figure, temperature_ladder
     from ..provenance import provenance
 
     if config.size < 4:

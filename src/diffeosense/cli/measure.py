@@ -134,7 +134,7 @@ def run_measure(args: argparse.Namespace) -> int:
     table = res.save(out / f"sensitivity.{args.format}")
     print(f"wrote {table}")
     if not args.no_plot:
-        from ..plots import plot_sensitivity
+        from ..plots.sensitivity import plot_sensitivity
 
         png = out / "sensitivity.png"
         plot_sensitivity(res, path=png)
@@ -159,7 +159,7 @@ def _result_path(p: str) -> Path:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from ..plots import plot_sensitivity
+    from ..plots.sensitivity import plot_sensitivity
     from ..sensitivity import SensitivityResult
 
     results = [SensitivityResult.load(_result_path(p)) for p in args.results]

@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
           "seeds: mean +- SE of per-seed fits; theory(N): exact idealized net, same window):")
     print(format_exponents(result.exponents))
     if not args.no_plot:
-        from ..plots_scale_detection import save_result_figure
+        from ..plots.scale_detection import save_result_figure
 
         print(f"figure: {save_result_figure(result)}")
     return 0

@@ -61,7 +61,7 @@ def run(cfg: DemoConfig, out_dir: str | Path) -> dict[str, Any]:
     """Train, measure at init and after training, plot; returns the summary dict."""
     from .._io import write_json
     from ..data import DataConfig, load_dataset
-    from ..plots import plot_sensitivity
+    from ..plots.sensitivity import plot_sensitivity
     from ..provenance import provenance
     from ..train import TrainConfig, train
 

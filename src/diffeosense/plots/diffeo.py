@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .diffeo import apply, sample_fields, temperature_range, typical_displacement
+from ..diffeo import apply, sample_fields, temperature_range, typical_displacement
+from ._save import save_figure
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not when the CLI starts
     from matplotlib.figure import Figure
@@ -251,16 +252,3 @@ def plot_diffeo_grid(
         fontsize=9,
     )
     return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> None:
-    """Write ``fig`` as PNG (or the format of the suffix) atomically."""
-    import io
-
-    from ._io import write_bytes
-
-    buf = io.BytesIO()
-    suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
-    fig.savefig(buf, format=suffix, dpi=dpi)
-    write_bytes(path, buf.getvalue())
-

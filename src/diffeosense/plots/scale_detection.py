@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .plots import save_figure
+from ._save import save_figure
 
 __all__ = ["plot_scale_detection", "save_result_figure"]
 

@@ -25,7 +25,7 @@ import numpy as np
 # The object-oriented API (no pyplot): no global backend switch, works headless and in CI.
 from matplotlib.figure import Figure
 
-from . import _io
+from ._save import save_figure
 
 __all__ = ["plot_sensitivity"]
 
@@ -33,7 +33,7 @@ _LABELS = {"D": "D  (diffeo)", "G": "G  (noise)", "R": "R = D / G"}
 
 
 def _as_results(results):
-    from .sensitivity import SensitivityResult
+    from ..sensitivity import SensitivityResult
 
     if isinstance(results, SensitivityResult):
         return [results]
@@ -121,13 +121,3 @@ def plot_sensitivity(results, labels: Sequence[str] | None = None, *, view: str 
     if path is not None:
         save_figure(fig, path)
     return fig
-
-
-def save_figure(fig, path: str | Path, dpi: int = 130) -> Path:
-    """Save ``fig`` atomically (format from the suffix)."""
-    import io
-
-    path = Path(path)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
-    return _io.write_bytes(path, buf.getvalue())

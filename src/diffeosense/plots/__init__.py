@@ -1,0 +1,11 @@
+"""Figures, one module per engine (the edge of the library: the core never imports this package).
+
+- :mod:`.sensitivity`: D, G, R against depth (``plot_sensitivity``);
+- :mod:`.diffeo`: an image deformed over a grid of (cut, T) (``plot_diffeo_grid``);
+- :mod:`.scale_detection`: the scale-detection experiment beside the theory.
+
+Matplotlib is imported by these modules only, through its object-oriented API (no pyplot), so
+figures are drawn headless and never touch a global backend. This ``__init__`` imports nothing:
+the command line can list, say, the shipped photographs without loading matplotlib.
+"""
+
