@@ -346,3 +346,14 @@ def test_aggregate_geometric_means():
     np.testing.assert_allclose(agg.D_se, agg.D * np.log(Ds).std(0, ddof=1) / np.sqrt(3),
                                rtol=1e-9)
     assert (agg.n_probes == 36).all()
+
+
+@pytest.mark.parametrize("int_dtype", [torch.uint8, torch.int32, torch.bool])
+def test_non_floating_images_are_a_clear_error(int_dtype):
+    """Not the misleading 'expects 1 input channels' of the first conv."""
+    from diffeosense.models import create_model
+
+    net = create_model("simplecnn", in_channels=1, num_classes=2, depth=1, width=4)
+    x = torch.ones(8, 1, 12, 12, dtype=int_dtype)
+    with pytest.raises(ValueError, match=f"floating-point inputs .*got dtype {int_dtype}"):
+        measure(net, x, n_probes=4)

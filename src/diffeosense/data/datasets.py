@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .._io import dataclass_from_dict
-from .._validate import check_float, check_types
+from .._validate import check_types
 
 __all__ = [
     "DataConfig",
@@ -80,11 +80,10 @@ class DataConfig:
     download: bool = True
 
     def __post_init__(self) -> None:
-        check_types(self)
+        # noise is an L2 norm: finite and >= 0 (NaN would silently train without noise).
+        check_types(self, noise={"lo": 0})
         if self.P is not None and int(self.P) <= 0:
             raise ValueError(f"P must be a positive training-set size or None, got {self.P}")
-        # noise is an L2 norm: finite and >= 0 (NaN would silently train without noise).
-        check_float("DataConfig", "noise", self.noise, lo=0)
         if self.noise_on not in _NOISE_ON:
             raise ValueError(f"noise_on must be one of {_NOISE_ON}, got {self.noise_on!r}")
 
