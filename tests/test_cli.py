@@ -109,3 +109,27 @@ def test_explicit_flags_override_the_config_file(tmp_path, capsys):
     assert len((second / "metrics.jsonl").read_text().splitlines()) == 1
     _one_line_error(capsys, ["train", "--config", str(tmp_path / "none.json"), "--out",
                              str(tmp_path / "x")], "--config: no file")  # fmt: skip
+
+
+def test_plot_refuses_a_truncated_table_and_a_stale_one(tmp_path, capsys):
+    import torch
+
+    from diffeosense.models import create_model
+    from diffeosense.sensitivity import measure
+
+    net = create_model("simplecnn", in_channels=1, num_classes=2, depth=2, width=4)
+    res = measure(net, torch.randn(8, 1, 12, 12, generator=torch.Generator().manual_seed(0)),
+                  n_probes=8)  # fmt: skip
+    folder = tmp_path / "sens"
+    csv = res.save(folder / "sensitivity.csv")
+    png = tmp_path / "p.png"
+    assert main(["plot", str(folder), "--out", str(png)]) == 0
+    text = csv.read_text().splitlines(keepends=True)
+    csv.write_text("".join(text[:-2]))
+    _one_line_error(capsys, ["plot", str(csv), "--out", str(png)], str(csv),
+                    "does not match its sidecar")
+    csv.write_text("".join(text))
+    res.save(folder / "sensitivity.json")  # a newer result beside the older CSV
+    os.utime(csv, (1e9, 1e9))
+    _one_line_error(capsys, ["plot", str(folder), "--out", str(png)], "holds several results",
+                    "the newest is sensitivity.json", "Name the file")

@@ -29,7 +29,7 @@ import torch
 __all__ = [
     "atomic_write", "write_bytes", "write_text", "write_json", "torch_save", "to_jsonable",
     "dataclass_from_dict", "run_lock", "RunLock", "RunFolderBusy", "LOCK_NAME",
-    "clean_stale_temporaries",
+    "clean_stale_temporaries", "table_record", "check_table",
 ]
 
 
@@ -317,3 +317,49 @@ def clean_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) -
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables and their sidecars.
+
+
+def table_record(path: str | os.PathLike, data: bytes, n_rows: int, columns: list) -> dict:
+    """What a sidecar says of the table file ``path`` whose bytes are ``data``: its name,
+    row count, columns and SHA-256 (checked by :func:`check_table` on every read).
+
+    >>> table_record("t.csv", b"a\\n1\\n", 1, ["a"])["rows"]
+    1
+    """
+    import hashlib
+
+    return {"file": Path(path).name, "rows": int(n_rows), "columns": [str(c) for c in columns],
+            "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+
+
+def check_table(path: str | os.PathLike, data: bytes, n_rows: int, columns: list,
+                record: dict | None, sidecar: str | os.PathLike) -> None:  # fmt: skip
+    """Refuse a table that does not match its sidecar's :func:`table_record`: another file
+    name, row count, columns or content hash (a truncated, edited or replaced table, or a
+    sidecar left by another result). The ValueError names the table and the sidecar."""
+    import hashlib
+
+    if record is None:
+        raise ValueError(
+            f"the sidecar {sidecar} of {path} holds no table record (row count and content "
+            f"hash): it was not written with {Path(path).name}; re-run the measurement"
+        )
+    problems = []
+    if record.get("file") != Path(path).name:
+        problems.append(f"it describes {record.get('file')!r}")
+    if record.get("rows") != n_rows:
+        problems.append(f"{n_rows} rows in the table, {record.get('rows')} in the sidecar")
+    if record.get("columns") != [str(c) for c in columns]:
+        problems.append("the columns differ")
+    if record.get("sha256") != hashlib.sha256(data).hexdigest():
+        problems.append("the content hash differs")
+    if problems:
+        raise ValueError(
+            f"{path} does not match its sidecar {sidecar} ({'; '.join(problems)}): the table "
+            f"was truncated, edited or replaced after it was written; re-run the measurement "
+            f"or restore both files"
+        )

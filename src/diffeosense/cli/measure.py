@@ -157,10 +157,20 @@ def _measure_locked(args: argparse.Namespace) -> int:
 def _result_path(p: str) -> Path:
     path = Path(p)
     if path.is_dir():
-        for ext in ("csv", "parquet", "json"):
-            if (path / f"sensitivity.{ext}").exists():
-                return path / f"sensitivity.{ext}"
-        raise FileNotFoundError(f"no sensitivity.csv/.parquet/.json in {path}")
+        found = [path / f"sensitivity.{ext}" for ext in ("csv", "parquet", "json")
+                 if (path / f"sensitivity.{ext}").exists()]  # fmt: skip
+        if not found:
+            raise FileNotFoundError(f"no sensitivity.csv/.parquet/.json in {path}")
+        if len(found) > 1:
+            # Never pick one silently: an older table beside a newer one is a stale result.
+            from datetime import datetime
+
+            found.sort(key=lambda p: p.stat().st_mtime)
+            when = ", ".join(f"{p.name} (written {datetime.fromtimestamp(p.stat().st_mtime)})"
+                             for p in found)  # fmt: skip
+            raise ValueError(f"{path} holds several results: {when}; the newest is "
+                             f"{found[-1].name}. Name the file to plot.")
+        return found[0]
     if not path.exists():
         raise FileNotFoundError(f"no result file {path}")
     return path
