@@ -412,6 +412,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     model_spec: dict[str, Any] | None = None,
+    tracker: Any = None,
 ) -> TrainResult:
     """Train ``model`` on ``train`` with the recipe of ``cfg``; checkpoint into ``out_dir``.
 
@@ -430,6 +431,8 @@ def fit(
             ``out_dir`` that already holds a run is refused rather than overwritten.
         progress: tqdm progress bar on stderr.
         model_spec: ``{"name", "kwargs"}`` to rebuild the model in :func:`load_checkpoint`.
+        tracker: a :class:`~diffeosense.tracking.SensitivityTracker`: D, G, R at scheduled
+            epochs, measured after the checkpoint so the weights stay those of an untracked run.
 
     Returns a :class:`TrainResult` with the final model. The best checkpoint is the one with
     the lowest test error (training error when there is no test set).
@@ -483,6 +486,8 @@ def fit(
             write_bytes(ckdir / "init.pt", blob)
             write_bytes(ckdir / "last.pt", blob)
         _write_metrics(Path(out_dir), history)
+    if tracker is not None:  # measures the committed epoch (0 when fresh) if scheduled
+        tracker.begin(model, data, cfg, out_dir, history)
 
     nb = data.num_batches("train", cfg.batch_size)
     # A last batch of a single image breaks BatchNorm in train mode: drop it in that case.
@@ -566,6 +571,8 @@ def fit(
                     write_bytes(ckdir / "best.pt", blob)
                 write_bytes(ckdir / "last.pt", blob)  # the commit point: written last
                 _write_metrics(Path(out_dir), history)
+            if tracker is not None:
+                tracker.after_epoch(epoch, model, metrics, final=done)
             if done:
                 break
     finally:
@@ -619,9 +626,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     dataset: ImageDataset | None = None,
+    tracker: Any = None,
 ) -> TrainResult:
     """Load ``cfg.data`` (or use ``dataset``), build ``cfg.model`` with a seeded init, and
-    :func:`fit` it; see :func:`fit` for ``out_dir``, ``resume`` and the files written."""
+    :func:`fit` it; see :func:`fit` for ``out_dir``, ``resume``, ``tracker`` and the files
+    written."""
     data = dataset if dataset is not None else load_dataset(cfg.data)
     model, spec = build_model(cfg, data)
-    return fit(model, data, None, cfg, out_dir, resume=resume, progress=progress, model_spec=spec)
+    return fit(model, data, None, cfg, out_dir, resume=resume, progress=progress, model_spec=spec,
+               tracker=tracker)
