@@ -485,8 +485,10 @@ def load_track(path: str | Path):
     if not path.is_file():
         raise FileNotFoundError(f"no tracking table {path}")
     if path.suffix.lower() == ".csv":
-        # round_trip: a resumed run re-reads and rewrites its rows; they must not drift.
-        df = pd.read_csv(path, float_precision="round_trip", keep_default_na=True)
+        # A resumed run re-reads and rewrites its rows: they must not drift. pandas >= 3 reads
+        # floats back exactly by default (and deprecates the option); pandas 2 needs it.
+        exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+        df = pd.read_csv(path, **exact)
     elif path.suffix.lower() == ".parquet":
         df = pd.read_parquet(path)
     else:
