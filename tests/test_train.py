@@ -308,3 +308,64 @@ def test_cli_trains_embedded_mnist(tmp_path, capsys):
     with pytest.raises(FileNotFoundError):
         _cli(["--data", "svhn", "--data-root", str(tmp_path), "--no-download", "--out",
               str(tmp_path / "x"), "--no-progress"])  # fmt: skip
+
+
+class _NanInEval(nn.Module):
+    """A net that trains normally but answers NaN in eval mode (a non-finite test loss)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = create_model("simplecnn", in_channels=1, num_classes=2, depth=1, width=4)
+
+    def forward(self, x):
+        out = self.net(x)
+        return out if self.training else out * float("nan")
+
+
+def test_non_finite_test_loss_stops_and_keeps_last_finite_checkpoint(tmp_path):
+    x, y = _blobs(64, 0)
+    xt, yt = _blobs(32, 1)
+    net = _NanInEval()
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05)
+    with pytest.raises(ValueError, match=r"diverged at epoch 1 \(test loss nan\).*Lower"):
+        fit(net, (x, y), (xt, yt), cfg, tmp_path / "run", progress=False)
+    info = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", model=_NanInEval())[2]
+    assert info["epoch"] == 0 and not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_huge_lr_is_a_clear_error_at_the_first_non_finite_batch(tmp_path, capsys):
+    from diffeosense.cli import main
+
+    out = tmp_path / "lenet"
+    argv = ["train", "--model", "lenet", "--P", "256", "--epochs", "2", "--batch-size", "32",
+            "--lr", "1e6", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "diverged at epoch 1 (train loss of batch" in err and "--lr" in err
+    assert len(err.strip().splitlines()) == 1
+    assert load_checkpoint(out / "checkpoints" / "last.pt")[2]["epoch"] == 0
+    assert not (out / "summary.json").exists()
+
+
+def test_loss_explosion_in_the_first_epoch_warns():
+    """A linear net that separates the blobs, tested on flipped labels: its test loss grows
+    with the logit scale, ~lr x 100 after one epoch (a robust fact, unlike the chaotic
+    trajectory of a ReLU net at a high lr); with the true labels the loss falls."""
+    import warnings
+
+    x, y = _blobs(256, 0)
+    xt, yt = _blobs(64, 1)
+
+    def run(lr, labels):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+        cfg = TrainConfig(epochs=1, batch_size=32, lr=lr, schedule="constant")
+        return fit(net, (x, y), (xt, labels), cfg, progress=False)
+
+    with pytest.warns(T.LossExplosionWarning, match="exploded in the first epoch"):
+        res = run(1.0, 1 - yt)
+    assert res.final["test_loss"] > 10 * 0.69
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", T.LossExplosionWarning)
+        res = run(0.05, yt)
+    assert res.final["test_loss"] < 0.69
