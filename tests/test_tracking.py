@@ -394,3 +394,19 @@ def test_simplecnn_demo_model_layers_are_tracked():
     assert t.layer.iloc[0] == "input" and t.layer.iloc[-1] == "output"
     assert list(t.depth) == sorted(t.depth) and len(t) > 6
     assert json.loads(t.to_json())  # plain values only
+
+
+def test_early_stop_is_tracked_as_the_last_epoch():
+    """every:K and log end on the epoch training stops at, here an early stop at zero loss;
+    without a test set the probes come from the training split."""
+    x, y = X, 2.0 * Y.float() - 1.0
+    cfg = TrainConfig(epochs=100, batch_size=32, lr=0.05, loss="hinge", schedule="constant",
+                      weight_decay=0.0, stop_at_zero_loss=True)  # fmt: skip
+    net = create_model("simplecnn", in_channels=1, num_classes=1, depth=1, width=8)
+    tracker = SensitivityTracker(TrackConfig("every:50", n_probes=12, layers=["output"]))
+    res = fit(net, (x, y), None, cfg, progress=False, tracker=tracker)
+    last = res.history[-1]["epoch"]
+    assert res.stopped == "zero_loss" and last < 50
+    assert tracker.tracked_epochs == [0, last]
+    assert torch.equal(tracker.probes, X[:12])
+    assert tracker.table.test_error.isna().all() and tracker.table.train_error.notna().iloc[-1]
