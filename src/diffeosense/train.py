@@ -50,7 +50,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._io import dataclass_from_dict, to_jsonable, write_bytes, write_json, write_text
+from ._io import (
+    RunLock,
+    clean_stale_temporaries,
+    dataclass_from_dict,
+    run_lock,
+    to_jsonable,
+    write_bytes,
+    write_json,
+    write_text,
+)
 from .data import DataConfig, ImageDataset, load_dataset
 from .models import create_model
 from .provenance import config_hash, provenance
@@ -419,6 +428,7 @@ class _Run:
     out_dir: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "error": None})
+    lock: RunLock | None = None  # held on out_dir for the whole run
     start: int = 1  # the first epoch still to run
     stopped: str = "epochs"
     initial_loss: float | None = None  # loss of the first batch, on the initial weights
@@ -461,6 +471,8 @@ def _start_or_resume(run: _Run, resume: bool) -> None:
     if run.out_dir is None:
         return
     out_dir, ckdir = run.out_dir, run.ckdir
+    # We hold the folder's lock: any temporary in it is the remains of a killed writer.
+    clean_stale_temporaries(out_dir)
     last = ckdir / "last.pt"
     if last.exists() and not resume:
         raise ValueError(
@@ -580,6 +592,7 @@ def _checkpoint_epoch(run: _Run, epoch: int, improved: bool, done: bool) -> None
     commit point: a run killed before it resumes this epoch from scratch."""
     if run.ckdir is None:
         return
+    run.lock.check()  # never re-create a vanished folder with half a run in it
     blob = run.payload(epoch)
     keep = run.cfg.keep_every > 0 and (epoch % run.cfg.keep_every == 0 or done)
     if keep:
@@ -593,6 +606,7 @@ def _checkpoint_epoch(run: _Run, epoch: int, improved: bool, done: bool) -> None
 def _write_summary(run: _Run, result: TrainResult) -> None:
     if run.out_dir is None:
         return
+    run.lock.check()
     write_json(
         run.out_dir / "summary.json",
         {"model": run.cfg.model, "data": run.cfg.data.name, "epochs_run": len(run.history),
@@ -641,8 +655,6 @@ def fit(
     warns (:class:`LossExplosionWarning`) when the first epoch's loss (test, else train) is
     more than 10 times the loss of the first batch on the initial weights.
     """
-    from tqdm.auto import tqdm
-
     cfg = cfg or TrainConfig()
     device = _resolve_device(cfg.device)
     data = _as_dataset(train, test, cfg).to(device)
@@ -657,9 +669,20 @@ def fit(
         prov=json.loads(json.dumps(to_jsonable(provenance()), default=str)),
         device=device, out_dir=Path(out_dir) if out_dir is not None else None,
     )  # fmt: skip
+    if run.out_dir is None:
+        return _fit_steps(run, resume, progress, tracker)
+    with run_lock(run.out_dir) as run.lock:
+        return _fit_steps(run, resume, progress, tracker)
+
+
+def _fit_steps(run: _Run, resume: bool, progress: bool, tracker: Any = None) -> TrainResult:
+    """The steps of :func:`fit`, in order, on a locked (or no) run folder."""
+    from tqdm.auto import tqdm
+
+    cfg, data = run.cfg, run.data
     _start_or_resume(run, resume)
     if tracker is not None:  # measures the committed epoch (0 when fresh) if scheduled
-        tracker.begin(model, data, cfg, out_dir, run.history)
+        tracker.begin(run.model, data, cfg, run.out_dir, run.history)
 
     nb = data.num_batches("train", cfg.batch_size)
     # A last batch of a single image breaks BatchNorm in train mode: drop it in that case.
@@ -686,14 +709,14 @@ def fit(
             _checkpoint_epoch(run, epoch, improved, done)
             # The epoch is complete and committed (last.pt): per-epoch observers go here.
             if tracker is not None:
-                tracker.after_epoch(epoch, model, metrics, final=done)
+                tracker.after_epoch(epoch, run.model, metrics, final=done)
             if done:
                 break
     finally:
         bar.close()
 
     result = TrainResult(
-        model=model, history=run.history, best_epoch=run.best["epoch"],
+        model=run.model, history=run.history, best_epoch=run.best["epoch"],
         best_error=run.best["error"], stopped=run.stopped, out_dir=run.out_dir,
     )  # fmt: skip
     _write_summary(run, result)

@@ -66,6 +66,13 @@ def _measure(ckpt: Path, x, cfg: DemoConfig, label: str):
 
 def run(cfg: DemoConfig, out_dir: str | Path) -> dict[str, Any]:
     """Train, measure at init and after training, plot; returns the summary dict."""
+    from .._io import run_lock
+
+    with run_lock(out_dir):  # one process per run folder; a second gets RunFolderBusy
+        return _run_locked(cfg, Path(out_dir))
+
+
+def _run_locked(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     from .._io import write_json
     from ..data import DataConfig, load_dataset
     from ..plots.sensitivity import plot_sensitivity
@@ -74,7 +81,6 @@ def run(cfg: DemoConfig, out_dir: str | Path) -> dict[str, Any]:
     from ..tracking import DEFAULT_TRACK_PROBES, SensitivityTracker, TrackConfig
     from ..train import TrainConfig, train
 
-    out = Path(out_dir)
     data_cfg = DataConfig(name=cfg.data, seed=cfg.seed)
     tcfg = TrainConfig(
         model=cfg.model, model_kwargs=dict(cfg.model_kwargs), data=data_cfg, epochs=cfg.epochs,
@@ -107,7 +113,7 @@ def run(cfg: DemoConfig, out_dir: str | Path) -> dict[str, Any]:
         "test_error": result.final.get("test_error") if result.final else None,
         "layers": _headline(init, trained),
         "tracking": _output_trajectory(track),
-        "files": sorted(p.name for p in out.iterdir()),
+        "files": sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
         "provenance": provenance(),
     }
     write_json(out / "summary.json", summary)
