@@ -367,7 +367,7 @@ def test_cli_tracks_and_plots(tmp_path, capsys):
     assert (out / "track.csv").read_bytes() == before
     capsys.readouterr()
     assert main(args[:-6] + ["--track-probes", "12"]) == 2
-    assert "need --track-sensitivity" in capsys.readouterr().err
+    assert "given without --track-sensitivity" in capsys.readouterr().err
     assert main(args + ["--resume", "--log", "wandb", "x"]) == 2
     assert "tensorboard DIR" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "r2"), "--track-sensitivity", "every:x"]) == 2

@@ -109,6 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "comma-separated layer names")
     t.add_argument("--track-seed", type=int, default=0,
                    help="seed of the probes' diffeos and noise (default 0)")
+    t.add_argument("--track-channels", action="store_true",
+                   help="also the channel-averaged representation (rows with view "
+                   "channel-mean; plot them with diffeosense plot --view channel-mean)")
     t.add_argument("--track-format", choices=["csv", "parquet"], default="csv",
                    help="table format (default csv)")
     t.add_argument("--log", nargs=2, metavar=("BACKEND", "DIR"), default=None,
@@ -126,11 +129,12 @@ def _default_probes() -> int:
 def _tracker_from_args(args: argparse.Namespace):
     """The SensitivityTracker the --track-* options ask for, or None."""
     if args.track_sensitivity is None:
-        given = [o for o, v in (("--track-probes", args.track_probes), ("--log", args.log))
+        given = [o for o, v in (("--track-probes", args.track_probes), ("--log", args.log),
+                                ("--track-channels", args.track_channels or None))
                  if v is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} need --track-sensitivity (e.g. "
-                             f"--track-sensitivity log)")
+            raise ValueError(f"{', '.join(given)} given without --track-sensitivity; add "
+                             f"one (e.g. --track-sensitivity log)")
         return None
     from ..tracking import DEFAULT_TRACK_PROBES, SensitivityTracker, TrackConfig
     from .measure import _layers
@@ -143,7 +147,7 @@ def _tracker_from_args(args: argparse.Namespace):
     cfg = TrackConfig(
         schedule=args.track_sensitivity, layers=_layers(args.track_layers), seed=args.track_seed,
         n_probes=args.track_probes if args.track_probes is not None else DEFAULT_TRACK_PROBES,
-        format=args.track_format,
+        channels=args.track_channels, format=args.track_format,
     )  # fmt: skip
     try:
         return SensitivityTracker(cfg, tensorboard=tb)
