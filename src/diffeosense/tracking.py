@@ -478,6 +478,19 @@ def load_track(path: str | Path):
 
     Returns ``(table, meta)``: a ``pandas.DataFrame`` with :data:`TRACK_COLUMNS` (floats read
     back exactly) and the sidecar dict (``{}`` when there is none).
+
+    >>> import tempfile, torch
+    >>> from diffeosense.train import TrainConfig, fit
+    >>> x = torch.randn(32, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    >>> y = (x.mean((1, 2, 3)) > 0).long()
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 2))
+    >>> tracker = SensitivityTracker(TrackConfig("0,1", n_probes=8, layers=["output"]))
+    >>> run = tempfile.mkdtemp()
+    >>> _ = fit(net, (x, y), (x, y), TrainConfig(epochs=1, batch_size=16), run, progress=False,
+    ...         tracker=tracker)
+    >>> table, meta = load_track(f"{run}/track.csv")
+    >>> table.epoch.tolist(), meta["config"]["schedule"], meta["probes"]["n"]
+    ([0, 1], '0,1', 8)
     """
     import pandas as pd
 

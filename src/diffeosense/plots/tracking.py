@@ -43,7 +43,15 @@ def _as_table(track):
 
 def track_matrix(track, quantity: str, view: str = "full"):
     """``(layers, epochs, M)``: ``M[i, j]`` = ``quantity`` of layer ``i`` (forward order) at
-    tracked epoch ``j`` (NaN where not measured)."""
+    tracked epoch ``j`` (NaN where not measured); ``M: [n_layers, n_epochs]``.
+
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"epoch": [0, 0, 2], "layer": ["b", "a", "a"], "depth": [1, 0, 0],
+    ...                   "view": "full", "D": [1.0, 2.0, 3.0]})
+    >>> layers, epochs, m = track_matrix(t, "D")
+    >>> layers, epochs, m.tolist()
+    (['a', 'b'], [0, 2], [[2.0, 3.0], [1.0, nan]])
+    """
     df = _as_table(track)
     df = df[df.view == view]
     if df.empty:
