@@ -28,10 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
     p.add_argument("--n-probes", type=int, default=d.n_probes,
                    help=f"test images used as probes (default {d.n_probes})")
-    p.add_argument("--track", default=d.track,
+    p.add_argument("--track-sensitivity", dest="track", default=d.track, metavar="SCHEDULE",
                    help=f"epochs at which D, G, R are measured while training: 0,1,2,4 | "
                    f"every:K | log (default {d.track})")
-    p.add_argument("--track-probes", type=int, default=None,
+    p.add_argument("--track-probes", type=int, default=None, metavar="N",
                    help="probes of the tracking (default: the tracker's default)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of everything (default 0)")
     p.add_argument("--device", default=d.device, help="cpu, cuda or auto (default cpu)")
