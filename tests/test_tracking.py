@@ -93,6 +93,8 @@ def test_config_errors():
         TrackConfig(n_probes=1)
     with pytest.raises(ValueError, match="format"):
         TrackConfig(format="xlsx")
+    with pytest.raises(ValueError, match="TrackConfig.n_probes must be int"):
+        TrackConfig(n_probes="10")
     with pytest.raises(ValueError, match="predicate"):
         TrackConfig(layers=lambda layer: True)
     assert TrackConfig([0, 2]).schedule == "0,2"

@@ -196,6 +196,9 @@ class TrackConfig:
     format: str = "csv"
 
     def __post_init__(self) -> None:
+        from ._validate import check_types
+
+        check_types(self)
         self.schedule = str(parse_schedule(self.schedule))
         if self.n_probes < 2:
             raise ValueError(f"n_probes must be >= 2 (the denominator compares probes), got "
