@@ -650,6 +650,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     model_spec: dict[str, Any] | None = None,
+    tracker: Any = None,
 ) -> TrainResult:
     """Train ``model`` on ``train`` with the recipe of ``cfg``; checkpoint into ``out_dir``.
 
@@ -668,6 +669,8 @@ def fit(
             ``out_dir`` that already holds a run is refused rather than overwritten.
         progress: tqdm progress bar on stderr.
         model_spec: ``{"name", "kwargs"}`` to rebuild the model in :func:`load_checkpoint`.
+        tracker: a :class:`~diffeosense.tracking.SensitivityTracker`: D, G, R at scheduled
+            epochs, measured after the checkpoint so the weights stay those of an untracked run.
 
     Returns a :class:`TrainResult` with the final model. The best checkpoint is the one with
     the lowest test error (training error when there is no test set).
@@ -691,17 +694,19 @@ def fit(
         device=device, out_dir=Path(out_dir) if out_dir is not None else None,
     )  # fmt: skip
     if run.out_dir is None:
-        return _fit_steps(run, resume, progress)
+        return _fit_steps(run, resume, progress, tracker)
     with run_lock(run.out_dir) as run.lock:
-        return _fit_steps(run, resume, progress)
+        return _fit_steps(run, resume, progress, tracker)
 
 
-def _fit_steps(run: _Run, resume: bool, progress: bool) -> TrainResult:
+def _fit_steps(run: _Run, resume: bool, progress: bool, tracker: Any = None) -> TrainResult:
     """The steps of :func:`fit`, in order, on a locked (or no) run folder."""
     from tqdm.auto import tqdm
 
     cfg, data = run.cfg, run.data
     _start_or_resume(run, resume)
+    if tracker is not None:  # measures the committed epoch (0 when fresh) if scheduled
+        tracker.begin(run.model, data, cfg, run.out_dir, run.history)
 
     nb = data.num_batches("train", cfg.batch_size)
     # A last batch of a single image breaks BatchNorm in train mode: drop it in that case.
@@ -727,6 +732,8 @@ def _fit_steps(run: _Run, resume: bool, progress: bool) -> TrainResult:
                 run.stopped, done = "zero_loss", True
             _checkpoint_epoch(run, epoch, improved, done)
             # The epoch is complete and committed (last.pt): per-epoch observers go here.
+            if tracker is not None:
+                tracker.after_epoch(epoch, run.model, metrics, final=done)
             if done:
                 break
     finally:
@@ -773,9 +780,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     dataset: ImageDataset | None = None,
+    tracker: Any = None,
 ) -> TrainResult:
     """Load ``cfg.data`` (or use ``dataset``), build ``cfg.model`` with a seeded init, and
-    :func:`fit` it; see :func:`fit` for ``out_dir``, ``resume`` and the files written."""
+    :func:`fit` it; see :func:`fit` for ``out_dir``, ``resume``, ``tracker`` and the files
+    written."""
     data = dataset if dataset is not None else load_dataset(cfg.data)
     model, spec = build_model(cfg, data)
-    return fit(model, data, None, cfg, out_dir, resume=resume, progress=progress, model_spec=spec)
+    return fit(model, data, None, cfg, out_dir, resume=resume, progress=progress, model_spec=spec,
+               tracker=tracker)

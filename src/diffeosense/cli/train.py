@@ -14,6 +14,8 @@ _EXAMPLE = """examples:
   diffeosense train --model simplecnn --model-kw depth=6 width=32 pooling=avg --data mnist \\
       --P 1024 --out runs/s
   diffeosense train ... --out runs/v --resume      # continue a killed run exactly
+  diffeosense train --model simplecnn --data mnist-embedded --epochs 8 --out runs/t \
+      --track-sensitivity log --track-probes 100 --log tensorboard runs/t/tb
 """
 
 
@@ -92,7 +94,65 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t = p.add_argument_group(
+        "sensitivity tracking", "measure D, G, R of the chosen layers at scheduled epochs, on "
+        "fixed probes with the same diffeos and noise every time (weights unchanged); writes "
+        "track.<format> and track.meta.json into --out, continued by --resume")
+    t.add_argument("--track-sensitivity", metavar="SCHEDULE", default=None,
+                   help="epochs to measure: a list such as 0,1,2,4, every:K (0, K, 2K, ... and "
+                   "the last), or log (0, 1, 2, 4, 8, ... and the last)")
+    t.add_argument("--track-probes", type=int, default=None, metavar="N",
+                   help=f"probe images, the first N of the test split (default "
+                   f"{_default_probes()})")
+    t.add_argument("--track-layers", default="all", metavar="SPEC",
+                   help="'all' (default), kinds joined by '+' (conv+activation) or "
+                   "comma-separated layer names")
+    t.add_argument("--track-seed", type=int, default=0,
+                   help="seed of the probes' diffeos and noise (default 0)")
+    t.add_argument("--track-channels", action="store_true",
+                   help="also the channel-averaged representation (rows with view "
+                   "channel-mean; plot them with diffeosense plot --view channel-mean)")
+    t.add_argument("--track-format", choices=["csv", "parquet"], default="csv",
+                   help="table format (default csv)")
+    t.add_argument("--log", nargs=2, metavar=("BACKEND", "DIR"), default=None,
+                   help="also log the tracked scalars: 'tensorboard DIR' (needs pip install "
+                   "'diffeosense[tensorboard]')")
     p.set_defaults(func=run)
+
+
+def _default_probes() -> int:
+    from ..tracking import DEFAULT_TRACK_PROBES
+
+    return DEFAULT_TRACK_PROBES
+
+
+def _tracker_from_args(args: argparse.Namespace):
+    """The SensitivityTracker the --track-* options ask for, or None."""
+    if args.track_sensitivity is None:
+        given = [o for o, v in (("--track-probes", args.track_probes), ("--log", args.log),
+                                ("--track-channels", args.track_channels or None))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} given without --track-sensitivity; add "
+                             f"one (e.g. --track-sensitivity log)")
+        return None
+    from ..tracking import DEFAULT_TRACK_PROBES, SensitivityTracker, TrackConfig
+    from .measure import _layers
+
+    tb = None
+    if args.log is not None:
+        backend, tb = args.log
+        if backend != "tensorboard":
+            raise ValueError(f"--log supports 'tensorboard DIR', got {backend!r}")
+    cfg = TrackConfig(
+        schedule=args.track_sensitivity, layers=_layers(args.track_layers), seed=args.track_seed,
+        n_probes=args.track_probes if args.track_probes is not None else DEFAULT_TRACK_PROBES,
+        channels=args.track_channels, format=args.track_format,
+    )  # fmt: skip
+    try:
+        return SensitivityTracker(cfg, tensorboard=tb)
+    except ImportError as e:  # the CLI reports it as one line, with the install command
+        raise ValueError(str(e)) from None
 
 
 # Command-line option -> TrainConfig key ("data." for DataConfig keys). Every option's
@@ -156,8 +216,14 @@ def run(args: argparse.Namespace) -> int:
     from ..train import train
 
     cfg = _config_from_args(args)
+    tracker = _tracker_from_args(args)
     out = args.out or f"runs/train-{cfg.model}-{cfg.data.name}-{config_hash(cfg)}"
-    res = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    try:
+        res = train(cfg, out, resume=args.resume, progress=not args.no_progress,
+                    tracker=tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
     f = res.final or {}
     parts = [f"{cfg.model} on {cfg.data.name}: {len(res.history)} epochs ({res.stopped})"]
     if f:
@@ -168,4 +234,7 @@ def run(args: argparse.Namespace) -> int:
         parts.append(f"best error {res.best_error:.4f} at epoch {res.best_epoch}")
     print("; ".join(parts), file=sys.stdout)
     print(f"run folder: {out}", file=sys.stdout)
+    if tracker is not None and tracker.path is not None:
+        print(f"sensitivity tracked at epochs {tracker.tracked_epochs}: {tracker.path} "
+              f"(draw it with: diffeosense plot {tracker.path} --out track.png)")
     return 0
