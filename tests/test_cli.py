@@ -133,3 +133,22 @@ def test_plot_refuses_a_truncated_table_and_a_stale_one(tmp_path, capsys):
     os.utime(csv, (1e9, 1e9))
     _one_line_error(capsys, ["plot", str(folder), "--out", str(png)], "holds several results",
                     "the newest is sensitivity.json", "Name the file")
+
+
+def test_measure_output_folder_deleted_mid_run_is_an_error(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import diffeosense.sensitivity as S
+
+    out = tmp_path / "m"
+    real = S.measure
+
+    def measure_then_rm(*a, **k):
+        res = real(*a, **k)
+        shutil.rmtree(out)  # the user deletes the folder while the measurement runs
+        return res
+
+    monkeypatch.setattr(S, "measure", measure_then_rm)
+    _one_line_error(capsys, ["measure", "--model", "lenet", "--n-probes", "8", "--no-plot",
+                             "--no-progress", "--out", str(out)], "vanished during the run")
+    assert not out.exists()  # not re-created with a result in it

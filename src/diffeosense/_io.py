@@ -29,7 +29,7 @@ import torch
 __all__ = [
     "atomic_write", "write_bytes", "write_text", "write_json", "torch_save", "to_jsonable",
     "dataclass_from_dict", "run_lock", "RunLock", "RunFolderBusy", "LOCK_NAME",
-    "clean_stale_temporaries", "table_record", "check_table",
+    "clean_stale_temporaries", "check_run_folder", "table_record", "check_table", "write_table", "read_table",
 ]
 
 
@@ -264,6 +264,19 @@ def run_lock(folder: str | os.PathLike) -> Iterator[RunLock]:
             lock.path.unlink(missing_ok=True)
 
 
+def check_run_folder(folder: str | os.PathLike) -> None:
+    """Before writing results into ``folder``: raise FileNotFoundError if it vanished during
+    the run (or, when this thread holds its :func:`run_lock`, if the lock is gone), instead of
+    letting an atomic write re-create it holding half a run."""
+    folder = Path(folder)
+    lock = _held_locks.get((folder.resolve(), threading.get_ident()))
+    if lock is not None:
+        lock.check()
+    elif not folder.is_dir():
+        raise FileNotFoundError(f"the output folder {folder} vanished during the run (deleted "
+                                f"or moved); stopped before writing")  # fmt: skip
+
+
 def _acquire(folder: Path) -> RunLock:
     path = folder / LOCK_NAME
     owner = {
@@ -363,3 +376,49 @@ def check_table(path: str | os.PathLike, data: bytes, n_rows: int, columns: list
             f"was truncated, edited or replaced after it was written; re-run the measurement "
             f"or restore both files"
         )
+
+
+def _sidecar_of(path: Path) -> Path:
+    return path.with_name(path.stem + ".meta.json")
+
+
+def write_table(path: str | os.PathLike, frame: Any, meta: dict | None = None) -> Path:
+    """Write a ``pandas.DataFrame`` as CSV, then its sidecar ``<stem>.meta.json`` (``meta``
+    plus the :func:`table_record`), the sidecar last: it vouches for the table.
+
+    >>> import pandas as pd, tempfile
+    >>> p = write_table(Path(tempfile.mkdtemp()) / "t.csv", pd.DataFrame({"a": [1, 2]}))
+    >>> read_table(p).a.tolist()
+    [1, 2]
+    """
+    path = Path(path)
+    data = frame.to_csv(index=False).encode("utf-8")
+    write_bytes(path, data)
+    record = table_record(path, data, len(frame), list(frame.columns))
+    write_json(_sidecar_of(path), {**(meta or {}), "table": record})
+    return path
+
+
+def read_table(path: str | os.PathLike) -> Any:
+    """Read a CSV written by :func:`write_table`, refusing it (naming the file) when it does
+    not match its sidecar or has none."""
+    import pandas as pd
+
+    path = Path(path)
+    side = _sidecar_of(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no table {path}")
+    if not side.is_file():
+        raise FileNotFoundError(f"{path} has no sidecar {side.name} (its row count and hash): "
+                                f"it cannot be checked; re-run to write both")  # fmt: skip
+    data = path.read_bytes()
+    try:
+        frame = pd.read_csv(io.BytesIO(data))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} cannot be read as a CSV table ({e})") from None
+    try:
+        meta = json.loads(side.read_text())
+    except ValueError as e:
+        raise ValueError(f"the sidecar {side} is not valid JSON ({e})") from None
+    check_table(path, data, len(frame), list(frame.columns), meta.get("table"), side)
+    return frame

@@ -142,6 +142,9 @@ def _measure_locked(args: argparse.Namespace) -> int:
                   channels=args.channels, method=args.method,
                   progress=not args.no_progress, meta=meta)
     out = Path(args.out)
+    from .._io import check_run_folder
+
+    check_run_folder(out)  # deleted while measuring: fail, do not re-create half a result
     table = res.save(out / f"sensitivity.{args.format}")
     print(f"wrote {table}")
     if not args.no_plot:

@@ -538,6 +538,7 @@ def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool
     from ..data.scale_detection import make_scale_detection
     from ..sensitivity import SensitivityResult, aggregate
 
+    _io.clean_stale_temporaries(root)  # we own the folder: a .tmp left here is a killed write
     data = make_scale_detection(cfg.data_config())
     if len(data.x_test) < 2:
         raise ValueError("the test split holds fewer than 2 pairs: the sensitivities need "
@@ -575,10 +576,10 @@ def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool
     agg = pd.concat(agg_frames, ignore_index=True)
     theory = theory_table(cfg)
     exponents = fit_exponents(cfg, sensitivity, agg, theory)
-    _io.write_text(root / "sensitivity.csv", sensitivity.to_csv(index=False))
-    _io.write_text(root / "aggregate.csv", agg.to_csv(index=False))
-    _io.write_text(root / "theory.csv", theory.to_csv(index=False))
-    _io.write_text(root / "exponents.csv", exponents.to_csv(index=False))
+    _io.check_run_folder(root)  # deleted during the run: fail rather than re-create half of it
+    for name, table in (("sensitivity", sensitivity), ("aggregate", agg), ("theory", theory),
+                        ("exponents", exponents)):  # fmt: skip
+        _io.write_table(root / f"{name}.csv", table, {"config_hash": cfg.folder_hash()})
     _io.write_json(root / "summary.json", {
         "config": cfg.to_dict(), "config_hash": cfg.folder_hash(), "units": units,
         "exponents": exponents.to_dict("records"), "provenance": prov,
@@ -589,7 +590,6 @@ def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool
 
 def load_result(path: str | Path) -> ScaleDetectionResult:
     """Read a finished run folder written by :func:`run`."""
-    import pandas as pd
 
     root = Path(path)
     summary = root / "summary.json"
@@ -597,7 +597,7 @@ def load_result(path: str | Path) -> ScaleDetectionResult:
         raise FileNotFoundError(f"{root} holds no finished scale-detection run (no summary.json)")
     blob = json.loads(summary.read_text())
     cfg = ScaleDetectionExperiment.from_dict(blob["config"])
-    tables = {name: pd.read_csv(root / f"{name}.csv")
+    tables = {name: _io.read_table(root / f"{name}.csv")
               for name in ("sensitivity", "aggregate", "theory", "exponents")}
     return ScaleDetectionResult(cfg, root, tables["sensitivity"], tables["aggregate"],
                                 tables["theory"], tables["exponents"], blob["units"])
