@@ -280,8 +280,13 @@ class FilterSpectra:
         df, meta = _io.read_table(path, SPECTRA_COLUMNS,
                                   ("eigenvalue", "power", "fraction"), what="filter spectra")
         df["layer"] = df["layer"].astype(str)
-        df["note"] = df["note"].fillna("").astype(str)
+        df["note"] = _text(df["note"])
         return cls(df, meta.get("config", {}), meta.get("provenance", {}))
+
+
+def _text(col) -> list[str]:
+    """A text column read back from CSV (empty cells come back as NaN)."""
+    return ["" if isinstance(v, float) and math.isnan(v) else str(v) for v in col]
 
 
 def filter_spectra(model: nn.Module, example: Tensor | None = None,
@@ -530,7 +535,7 @@ class PoolingReport:
         table, meta = _io.read_table(d / f"{prefix}pooling.{fmt}", REPORT_COLUMNS, num,
                                      what="pooling report")
         table["layer"] = table["layer"].astype(str)
-        table["note"] = table["note"].fillna("").astype(str)
+        table["note"] = _text(table["note"])
         sens, _ = _io.read_table(d / f"{prefix}sensitivity.{fmt}", _SENS_EXTRA + COLUMNS,
                                  ("D", "G", "R", "D_se", "G_se", "R_se", "num_D", "num_G",
                                   "denominator"), what="pooling sensitivity table")
