@@ -680,6 +680,7 @@ def pooling_report(model: nn.Module, data, *, n_shuffles: int = 3, seed: int = 0
         example = example.to(torch.get_default_dtype())
     home = next((t.device for t in model.parameters()), torch.device("cpu"))
     spectra = filter_spectra(model, example.to(home), method=method)
+    spectra.config.update(_io.to_jsonable(meta or {}))
     kw = dict(layers=layers, perturbation=perturbation, n_probes=n_probes,
               batch_size=batch_size, seed=seed, device=device, channels=True, **measure_kw)
     original = measure(model, data, meta=meta, **kw)
