@@ -28,8 +28,9 @@ import torch
 
 __all__ = [
     "atomic_write", "write_bytes", "write_text", "write_json", "torch_save", "to_jsonable",
-    "dataclass_from_dict", "run_lock", "RunLock", "RunFolderBusy", "LOCK_NAME",
-    "clean_stale_temporaries", "check_run_folder", "table_record", "check_table", "write_table", "read_table",
+    "dataclass_from_dict", "write_table", "read_table", "sidecar_path",
+    "run_lock", "RunLock", "RunFolderBusy", "LOCK_NAME", "clean_stale_temporaries",
+    "check_run_folder", "table_record", "check_table",
 ]
 
 
@@ -108,6 +109,107 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically: the previous file stays intact if saving fails."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+# ------------------------------------------------------------------ tidy tables
+TABLE_SUFFIXES = (".csv", ".json", ".parquet")
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``<stem>.meta.json`` beside a ``.csv`` / ``.parquet`` table."""
+    path = Path(path)
+    return path.with_name(path.stem + ".meta.json")
+
+
+def write_table(path: str | os.PathLike, table, meta: dict[str, Any]) -> Path:
+    """Write a ``pandas.DataFrame`` as ``.csv``, ``.json`` or ``.parquet`` (atomic).
+
+    CSV and Parquet get a sidecar ``<stem>.meta.json`` holding ``meta`` (format, config,
+    provenance) and the table's :func:`table_record` (file, rows, columns, SHA-256), written
+    after the table: it vouches for it. JSON holds everything:
+    ``{**meta, "n_rows": N, "rows": [...]}`` with NaN written as null.
+
+    >>> import pandas as pd, tempfile
+    >>> p = write_table(Path(tempfile.mkdtemp()) / "t.csv", pd.DataFrame({"a": [1, 2]}), {})
+    >>> read_table(p)[0].a.tolist()
+    [1, 2]
+    """
+    import math
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                 for k, v in r.items()} for r in table.to_dict("records")]
+        return write_json(path, {**meta, "n_rows": len(rows), "rows": rows})
+    if suffix == ".csv":
+        data = table.to_csv(index=False).encode("utf-8")
+    elif suffix == ".parquet":
+        buf = io.BytesIO()
+        table.to_parquet(buf, index=False)
+        data = buf.getvalue()
+    else:
+        raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or .parquet")
+    write_bytes(path, data)
+    record = table_record(path, data, len(table), list(table.columns))
+    write_json(sidecar_path(path), {**meta, "table": record})  # last: the commit point
+    return path
+
+
+def read_table(path: str | os.PathLike, columns: list[str] | None = None,
+               numeric: tuple[str, ...] = (), what: str = "diffeosense result"):
+    """Read a table written by :func:`write_table`: returns ``(DataFrame, meta)``.
+
+    ``columns`` orders the rows of a JSON table; ``numeric`` columns are coerced to float
+    (JSON nulls and empty CSV cells become NaN). A CSV/Parquet table is refused (a
+    ValueError naming it) when it does not match its sidecar's row count, columns and hash
+    (truncated, edited, replaced), and a FileNotFoundError when it has no sidecar.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no result file {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            blob = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON (truncated?): {e}") from None
+        if not isinstance(blob, dict) or "rows" not in blob:
+            raise ValueError(f"{path} is not a {what} (no 'rows')")
+        n = blob.get("n_rows", len(blob["rows"]))
+        if n != len(blob["rows"]):
+            raise ValueError(f"{path} holds {len(blob['rows'])} rows but says {n}: it was "
+                             f"edited after it was written; re-run to write it again")
+        df = pd.DataFrame.from_records(blob["rows"], columns=columns)
+        meta = blob
+    else:
+        if suffix not in (".csv", ".parquet"):
+            raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or "
+                             ".parquet")
+        side = sidecar_path(path)
+        if not side.exists():
+            raise FileNotFoundError(
+                f"{path} has no sidecar {side.name} (its config, row count and hash): a table "
+                f"without it cannot be checked; re-run to write both"
+            )
+        try:
+            meta = json.loads(side.read_text())
+        except ValueError as e:
+            raise ValueError(f"the sidecar {side} is not valid JSON ({e})") from None
+        data = path.read_bytes()
+        try:
+            df = (pd.read_csv(io.BytesIO(data)) if suffix == ".csv"
+                  else pd.read_parquet(io.BytesIO(data)))  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - any parser error: a damaged table
+            raise ValueError(f"{path} cannot be read as a table ({type(e).__name__}: {e}); "
+                             f"re-run to write it again") from None
+        check_table(path, data, len(df), list(df.columns), meta.get("table"), side)
+    for c in numeric:
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df, meta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,48 +479,3 @@ def check_table(path: str | os.PathLike, data: bytes, n_rows: int, columns: list
             f"or restore both files"
         )
 
-
-def _sidecar_of(path: Path) -> Path:
-    return path.with_name(path.stem + ".meta.json")
-
-
-def write_table(path: str | os.PathLike, frame: Any, meta: dict | None = None) -> Path:
-    """Write a ``pandas.DataFrame`` as CSV, then its sidecar ``<stem>.meta.json`` (``meta``
-    plus the :func:`table_record`), the sidecar last: it vouches for the table.
-
-    >>> import pandas as pd, tempfile
-    >>> p = write_table(Path(tempfile.mkdtemp()) / "t.csv", pd.DataFrame({"a": [1, 2]}))
-    >>> read_table(p).a.tolist()
-    [1, 2]
-    """
-    path = Path(path)
-    data = frame.to_csv(index=False).encode("utf-8")
-    write_bytes(path, data)
-    record = table_record(path, data, len(frame), list(frame.columns))
-    write_json(_sidecar_of(path), {**(meta or {}), "table": record})
-    return path
-
-
-def read_table(path: str | os.PathLike) -> Any:
-    """Read a CSV written by :func:`write_table`, refusing it (naming the file) when it does
-    not match its sidecar or has none."""
-    import pandas as pd
-
-    path = Path(path)
-    side = _sidecar_of(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no table {path}")
-    if not side.is_file():
-        raise FileNotFoundError(f"{path} has no sidecar {side.name} (its row count and hash): "
-                                f"it cannot be checked; re-run to write both")  # fmt: skip
-    data = path.read_bytes()
-    try:
-        frame = pd.read_csv(io.BytesIO(data))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} cannot be read as a CSV table ({e})") from None
-    try:
-        meta = json.loads(side.read_text())
-    except ValueError as e:
-        raise ValueError(f"the sidecar {side} is not valid JSON ({e})") from None
-    check_table(path, data, len(frame), list(frame.columns), meta.get("table"), side)
-    return frame

@@ -48,7 +48,6 @@ True
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import warnings
 from collections.abc import Iterable, Iterator
@@ -381,83 +380,19 @@ class SensitivityResult:
     def save(self, path: str | Path) -> Path:
         """Write ``.csv``, ``.json`` or ``.parquet`` (atomic). CSV and Parquet get a sidecar
         ``<stem>.meta.json`` with the config and provenance; JSON holds everything."""
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix == ".json":
-            rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                     for k, v in r.items()} for r in self.table.to_dict("records")]
-            return _io.write_json(path, {**self._meta(), "n_rows": len(rows), "rows": rows})
-        if suffix == ".csv":
-            data = self.table.to_csv(index=False).encode("utf-8")
-        elif suffix == ".parquet":
-            import io
-
-            buf = io.BytesIO()
-            self.table.to_parquet(buf, index=False)
-            data = buf.getvalue()
-        else:
-            raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or .parquet")
-        _io.write_bytes(path, data)
-        # The sidecar last (the commit point): it vouches for the table's rows and bytes.
-        record = _io.table_record(path, data, len(self.table), list(self.table.columns))
-        _io.write_json(_sidecar(path), {**self._meta(), "table": record})
-        return path
+        return _io.write_table(path, self.table, self._meta())
 
     @classmethod
     def load(cls, path: str | Path) -> SensitivityResult:
         """Read a result written by :meth:`save`."""
-        import pandas as pd
-
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no result file {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".json":
-            try:
-                blob = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} is not valid JSON (truncated?): {e}") from None
-            if not isinstance(blob, dict) or "rows" not in blob:
-                raise ValueError(f"{path} is not a diffeosense sensitivity result (no 'rows')")
-            n = blob.get("n_rows", len(blob["rows"]))
-            if n != len(blob["rows"]):
-                raise ValueError(f"{path} holds {len(blob['rows'])} rows but says {n}: it was "
-                                 f"edited after it was written; re-run the measurement")
-            df = pd.DataFrame.from_records(blob["rows"], columns=COLUMNS)
-            meta = blob
-        else:
-            import io
-
-            if suffix not in (".csv", ".parquet"):
-                raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or "
-                                 ".parquet")
-            side = _sidecar(path)
-            if not side.exists():
-                raise FileNotFoundError(
-                    f"{path} has no sidecar {side.name} (its config, row count and hash): "
-                    f"a table without it cannot be checked; re-run the measurement"
-                )
-            meta = json.loads(side.read_text())
-            data = path.read_bytes()
-            try:
-                df = (pd.read_csv(io.BytesIO(data)) if suffix == ".csv"
-                      else pd.read_parquet(io.BytesIO(data)))  # fmt: skip
-            except Exception as e:  # noqa: BLE001 - any parser error: a damaged table
-                raise ValueError(f"{path} cannot be read as a table ({type(e).__name__}: "
-                                 f"{e}); re-run the measurement") from None
-            _io.check_table(path, data, len(df), list(df.columns), meta.get("table"), side)
+        df, meta = _io.read_table(
+            path, COLUMNS, ("D", "G", "R", "D_se", "G_se", "R_se", "num_D", "num_G",
+                            "denominator"), what="diffeosense sensitivity result")
         missing = [c for c in ("layer", "view", "D", "G", "R") if c not in df]
         if missing:
             raise ValueError(f"{path} is not a sensitivity table: no column(s) {missing}")
-        for c in ("D", "G", "R", "D_se", "G_se", "R_se", "num_D", "num_G", "denominator"):
-            if c in df:
-                df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
         df["layer"] = df["layer"].astype(str)
         return cls(df, meta.get("config", {}), meta.get("provenance", {}))
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.stem + ".meta.json")
 
 
 # ------------------------------------------------------------------ measure

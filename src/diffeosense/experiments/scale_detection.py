@@ -597,7 +597,7 @@ def load_result(path: str | Path) -> ScaleDetectionResult:
         raise FileNotFoundError(f"{root} holds no finished scale-detection run (no summary.json)")
     blob = json.loads(summary.read_text())
     cfg = ScaleDetectionExperiment.from_dict(blob["config"])
-    tables = {name: _io.read_table(root / f"{name}.csv")
+    tables = {name: _io.read_table(root / f"{name}.csv")[0]
               for name in ("sensitivity", "aggregate", "theory", "exponents")}
     return ScaleDetectionResult(cfg, root, tables["sensitivity"], tables["aggregate"],
                                 tables["theory"], tables["exponents"], blob["units"])
