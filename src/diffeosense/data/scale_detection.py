@@ -399,9 +399,9 @@ def _pixel_move_factory(
 
 # ---------------------------------------------------------------------------------- datasets
 _DATASET_DEFAULTS = {
-    "scale-detection-1d": {"dim": 1, "size": 64, "xi": 16, "gap": 2},
+    "scale-detection-1d": {"dim": 1, "size": 64, "xi": 16.0, "gap": 2.0},
     # The paper's 2D task (science.md §4): d = 28, xi = 14, g = 2, pixel value d^2 / 2.
-    "scale-detection-2d": {"dim": 2, "size": 28, "xi": 14, "gap": 2},
+    "scale-detection-2d": {"dim": 2, "size": 28, "xi": 14.0, "gap": 2.0},
 }
 _DATASET_KEYS = ("size", "xi", "gap", "task", "amplitude", "test_size")
 
