@@ -110,7 +110,7 @@ def test_ntk_parametrization_and_mean_field_readout_follow_their_formulas():
                                                          conv.bias, stride=F))
         expected = net.readout.bias + h.mean(-1) @ net.readout.weight[0] / H
         torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-6)
-        assert float(net.readout.bias) == 0.0
+        assert float(net.readout.bias.detach()) == 0.0
         names = [n for n, _ in net.named_modules() if n]
         assert names[:3] == ["features", "features.conv1", "features.act1"]
         from diffeosense.layers import list_layers
