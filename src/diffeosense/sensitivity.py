@@ -266,6 +266,12 @@ class _ViewAcc:
         if self.block.n:
             self.moments.merge(self.block)
             self.block = StreamingMoments(self.moments.shift)
+        # The summaries (bootstrap, tables) run on the host: bring the accumulators there once.
+        self.a = [t.cpu() for t in self.a]
+        self.b = [t.cpu() for t in self.b]
+        self.block_dens = [t.cpu() for t in self.block_dens]
+        m = self.moments
+        m.shift, m.s1, m.s2 = (None if t is None else t.cpu() for t in (m.shift, m.s1, m.s2))
 
 
 class _LayerAcc:
@@ -518,6 +524,7 @@ def measure(
     Returns:
         :class:`SensitivityResult`.
     """
+    from ._validate import check_device
     from .provenance import provenance
 
     if seed is None:
@@ -533,13 +540,20 @@ def measure(
     _check_config(cfg)
     perturber = _Perturber(perturbation, cfg.seed, noise_match, noise_rectify)
     home = _model_device(model)
-    device = torch.device(device) if device is not None else home
+    device = check_device("device", device) if device is not None else home
     modes = {m: m.training for m in model.modules()}
     batches = _iter_probes(data, cfg.n_probes, cfg.batch_size)
     try:
         first = next(batches)
     except StopIteration:
         raise ValueError("data holds no probes") from None
+    if not first.is_floating_point():
+        # A uint8/int/bool image is not what the model was trained on (normalized floats):
+        # refuse rather than measure a cast that the model never saw.
+        raise ValueError(
+            f"measure needs floating-point inputs (normalized as for training), got dtype "
+            f"{first.dtype}; convert first, e.g. x.float() / 255 then normalize"
+        )
     bar = None
     try:
         model.to(device)

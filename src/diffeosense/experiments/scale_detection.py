@@ -94,6 +94,7 @@ from typing import Any
 import numpy as np
 
 from .. import _io
+from .._validate import check_float, check_types
 from ..provenance import config_hash, provenance
 
 __all__ = [
@@ -188,6 +189,10 @@ class ScaleDetectionExperiment:
             v = getattr(self, name)
             if v is not None and not isinstance(v, tuple):
                 object.__setattr__(self, name, tuple(int(a) for a in v))
+        check_types(self)
+        if self.epochs < 1:
+            raise ValueError(f"ScaleDetectionExperiment.epochs must be >= 1 (the experiment "
+                             f"compares the nets before and after training), got {self.epochs}")
         F = self.filter_size
         if F < 2:
             raise ValueError(f"filter_size must be >= 2, got {F}")
@@ -223,6 +228,11 @@ class ScaleDetectionExperiment:
               readout=self.readout, init=self.init, activation=self.activation)  # validates
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
+        for name, lo, kw in (("xi", 0, {"lo_open": True}), ("gap", 0, {}), ("lr", 0, {
+                "lo_open": True}), ("momentum", 0, {"hi": 1, "hi_open": True}),
+                ("weight_decay", 0, {})):  # fmt: skip
+            check_float("ScaleDetectionExperiment", name, getattr(self, name), lo=lo, **kw)
+        check_float("ScaleDetectionExperiment", "amplitude", self.amplitude, optional=True)
         if not self.lr > 0 or self.batch_size < 1 or self.epochs < 0:
             raise ValueError("need lr > 0, batch_size >= 1 and epochs >= 0")
         if self.n_probes is not None and self.n_probes < 2:
@@ -587,14 +597,20 @@ def run(cfg: ScaleDetectionExperiment | None = None, out_dir: str | Path = "runs
     Returns:
         :class:`ScaleDetectionResult` with the tables (also in the run folder).
     """
+    cfg = cfg or preset("small")
+    root = Path(out_dir) / f"scale-detection-{cfg.folder_hash()}"
+    with _io.run_lock(root):  # one process per run folder; a second gets RunFolderBusy
+        return _run_locked(cfg, root, progress)
+
+
+def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool
+                ) -> ScaleDetectionResult:  # fmt: skip
     import pandas as pd
     from tqdm.auto import tqdm
 
     from ..data.scale_detection import make_scale_detection
     from ..sensitivity import SensitivityResult, aggregate
 
-    cfg = cfg or preset("small")
-    root = Path(out_dir) / f"scale-detection-{cfg.folder_hash()}"
     data = make_scale_detection(cfg.data_config())
     if len(data.x_test) < 2:
         raise ValueError("the test split holds fewer than 2 pairs: the sensitivities need "

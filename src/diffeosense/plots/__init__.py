@@ -2,7 +2,8 @@
 
 - :mod:`.sensitivity`: D, G, R against depth (``plot_sensitivity``);
 - :mod:`.diffeo`: an image deformed over a grid of (cut, T) (``plot_diffeo_grid``);
-- :mod:`.scale_detection`: the scale-detection experiment beside the theory.
+- :mod:`.scale_detection`: the scale-detection experiment beside the theory;
+- :mod:`.tracking`: D, G, R over (layer, epoch) during training (``plot_tracking``).
 
 Matplotlib is imported by these modules only, through its object-oriented API (no pyplot), so
 figures are drawn headless and never touch a global backend. This ``__init__`` imports nothing:
