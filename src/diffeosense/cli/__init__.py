@@ -23,6 +23,7 @@ _COMMANDS = [
     "diffeosense.cli.measure",
     "diffeosense.cli.scale_detection",
     "diffeosense.cli.scale_detection_2d",
+    "diffeosense.cli.pooling",
 ]
 
 
