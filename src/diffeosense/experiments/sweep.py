@@ -283,10 +283,23 @@ def run_sweep(
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    dicts = [c.to_dict() for c in configs]
     runner = backends.get_backend(backend)
-    outcomes = runner(dicts, str(root), workers=workers, on_result=on_result, **backend_options)
-    report = SweepReport(root, outcomes)
+    # Finished units are not dispatched at all (execute_unit checks again, for races).
+    outcomes: list[dict[str, Any] | None] = [None] * len(configs)
+    todo = []
+    for i, c in enumerate(configs):
+        if run_status(run_dir(c, root)) == "done":
+            outcomes[i] = {"hash": c.hash(), "status": "skipped", "seconds": 0.0, "error": None}
+            if on_result is not None:
+                on_result(outcomes[i])
+        else:
+            todo.append(i)
+    if todo:
+        ran = runner([configs[i].to_dict() for i in todo], str(root), workers=workers,
+                     on_result=on_result, **backend_options)
+        for i, o in zip(todo, ran, strict=True):
+            outcomes[i] = o
+    report = SweepReport(root, outcomes)  # type: ignore[arg-type]
     write_json(root / "sweep.json", {"backend": backend, "counts": report.counts(),
                                      "outcomes": outcomes, "provenance": provenance()})
     return report
