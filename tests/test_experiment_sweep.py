@@ -278,3 +278,31 @@ def test_example_sweep_file_is_valid():
     example = Path(__file__).resolve().parents[1] / "examples" / "sweep.toml"
     cfgs = expand(load_sweep(example))
     assert len(cfgs) == 8 and {c.train.model for c in cfgs} == {"simplecnn", "fc2"}
+
+
+def test_run_held_by_another_process_is_left_alone(tmp_path):
+    import threading
+
+    from diffeosense._io import run_lock
+    from diffeosense.experiments.run import run_dir
+    from diffeosense.experiments.sweep import execute_unit
+
+    cfg = expand(parse_sweep({"grid": {"seed": [0]}, "data": {"P": 100}}))[0]
+    folder = run_dir(cfg, tmp_path)
+    held, release = threading.Event(), threading.Event()
+
+    def owner():
+        with run_lock(folder):
+            held.set()
+            release.wait(60)
+
+    t = threading.Thread(target=owner)
+    t.start()
+    try:
+        assert held.wait(60)
+        out = execute_unit(cfg.to_dict(), str(tmp_path))
+    finally:
+        release.set()
+        t.join()
+    assert out["status"] == "failed" and out["error"].startswith("busy:")
+    assert not (folder / "error.txt").exists() and not (folder / "attempts.json").exists()
