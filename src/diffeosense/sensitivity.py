@@ -48,7 +48,6 @@ True
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import warnings
 from collections.abc import Iterable, Iterator
@@ -266,6 +265,12 @@ class _ViewAcc:
         if self.block.n:
             self.moments.merge(self.block)
             self.block = StreamingMoments(self.moments.shift)
+        # The summaries (bootstrap, tables) run on the host: bring the accumulators there once.
+        self.a = [t.cpu() for t in self.a]
+        self.b = [t.cpu() for t in self.b]
+        self.block_dens = [t.cpu() for t in self.block_dens]
+        m = self.moments
+        m.shift, m.s1, m.s2 = (None if t is None else t.cpu() for t in (m.shift, m.s1, m.s2))
 
 
 class _LayerAcc:
@@ -375,59 +380,16 @@ class SensitivityResult:
     def save(self, path: str | Path) -> Path:
         """Write ``.csv``, ``.json`` or ``.parquet`` (atomic). CSV and Parquet get a sidecar
         ``<stem>.meta.json`` with the config and provenance; JSON holds everything."""
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix == ".json":
-            rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                     for k, v in r.items()} for r in self.table.to_dict("records")]
-            return _io.write_json(path, {**self._meta(), "rows": rows})
-        if suffix == ".csv":
-            _io.write_text(path, self.table.to_csv(index=False))
-        elif suffix == ".parquet":
-            import io
-
-            buf = io.BytesIO()
-            self.table.to_parquet(buf, index=False)
-            _io.write_bytes(path, buf.getvalue())
-        else:
-            raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or .parquet")
-        _io.write_json(_sidecar(path), self._meta())
-        return path
+        return _io.write_table(path, self.table, self._meta())
 
     @classmethod
     def load(cls, path: str | Path) -> SensitivityResult:
         """Read a result written by :meth:`save`."""
-        import pandas as pd
-
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no result file {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".json":
-            blob = json.loads(path.read_text())
-            if "rows" not in blob:
-                raise ValueError(f"{path} is not a diffeosense sensitivity result (no 'rows')")
-            df = pd.DataFrame.from_records(blob["rows"], columns=COLUMNS)
-            meta = blob
-        else:
-            if suffix == ".csv":
-                df = pd.read_csv(path)
-            elif suffix == ".parquet":
-                df = pd.read_parquet(path)
-            else:
-                raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or "
-                                 ".parquet")
-            side = _sidecar(path)
-            meta = json.loads(side.read_text()) if side.exists() else {}
-        for c in ("D", "G", "R", "D_se", "G_se", "R_se", "num_D", "num_G", "denominator"):
-            if c in df:
-                df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+        df, meta = _io.read_table(
+            path, COLUMNS, ("D", "G", "R", "D_se", "G_se", "R_se", "num_D", "num_G",
+                            "denominator"), what="diffeosense sensitivity result")
         df["layer"] = df["layer"].astype(str)
         return cls(df, meta.get("config", {}), meta.get("provenance", {}))
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.stem + ".meta.json")
 
 
 # ------------------------------------------------------------------ measure
@@ -518,6 +480,7 @@ def measure(
     Returns:
         :class:`SensitivityResult`.
     """
+    from ._validate import check_device
     from .provenance import provenance
 
     if seed is None:
@@ -533,13 +496,20 @@ def measure(
     _check_config(cfg)
     perturber = _Perturber(perturbation, cfg.seed, noise_match, noise_rectify)
     home = _model_device(model)
-    device = torch.device(device) if device is not None else home
+    device = check_device("device", device) if device is not None else home
     modes = {m: m.training for m in model.modules()}
     batches = _iter_probes(data, cfg.n_probes, cfg.batch_size)
     try:
         first = next(batches)
     except StopIteration:
         raise ValueError("data holds no probes") from None
+    if not first.is_floating_point():
+        # A uint8/int/bool image is not what the model was trained on (normalized floats):
+        # refuse rather than measure a cast that the model never saw.
+        raise ValueError(
+            f"measure needs floating-point inputs (normalized as for training), got dtype "
+            f"{first.dtype}; convert first, e.g. x.float() / 255 then normalize"
+        )
     bar = None
     try:
         model.to(device)

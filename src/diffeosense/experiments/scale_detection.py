@@ -85,6 +85,7 @@ from typing import Any
 import numpy as np
 
 from .. import _io
+from .._validate import check_float, check_types
 from ..provenance import config_hash, provenance
 
 __all__ = [
@@ -167,6 +168,10 @@ class ScaleDetectionExperiment:
             v = getattr(self, name)
             if v is not None and not isinstance(v, tuple):
                 object.__setattr__(self, name, tuple(int(a) for a in v))
+        check_types(self)
+        if self.epochs < 1:
+            raise ValueError(f"ScaleDetectionExperiment.epochs must be >= 1 (the experiment "
+                             f"compares the nets before and after training), got {self.epochs}")
         F = self.filter_size
         if F < 2:
             raise ValueError(f"filter_size must be >= 2, got {F}")
@@ -195,6 +200,11 @@ class ScaleDetectionExperiment:
             raise ValueError(f"init must be one of {_INITS}, got {self.init!r}")
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
+        for name, lo, kw in (("xi", 0, {"lo_open": True}), ("gap", 0, {}), ("lr", 0, {
+                "lo_open": True}), ("momentum", 0, {"hi": 1, "hi_open": True}),
+                ("weight_decay", 0, {})):  # fmt: skip
+            check_float("ScaleDetectionExperiment", name, getattr(self, name), lo=lo, **kw)
+        check_float("ScaleDetectionExperiment", "amplitude", self.amplitude, optional=True)
         if not self.lr > 0 or self.batch_size < 1 or self.epochs < 0:
             raise ValueError("need lr > 0, batch_size >= 1 and epochs >= 0")
         if self.n_probes is not None and self.n_probes < 2:
