@@ -22,6 +22,7 @@ _COMMANDS = [
     "diffeosense.cli.train",
     "diffeosense.cli.measure",
     "diffeosense.cli.scale_detection",
+    "diffeosense.cli.scale_detection_2d",
     "diffeosense.cli.pooling",
     "diffeosense.cli.sweep",
 ]

@@ -14,6 +14,8 @@ _EXAMPLE = """examples:
   diffeosense train --model simplecnn --model-kw depth=6 width=32 pooling=avg --data mnist \\
       --P 1024 --out runs/s
   diffeosense train ... --out runs/v --resume      # continue a killed run exactly
+  diffeosense train --model vgg11 --data scale-detection-2d --P 1024 --lr 0.05 --epochs 300 \
+      --out runs/sd2d    # the 2D task: one output, hinge loss
   diffeosense train --model simplecnn --data mnist-embedded --epochs 8 --out runs/t \
       --track-sensitivity log --track-probes 100 --log tensorboard runs/t/tb
 """
@@ -50,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "pooling=avg)")  # fmt: skip
     p.add_argument("--data", default=None,
                    help="dataset: mnist-embedded (default, no download), cifar10, mnist, "
-                   "fashion-mnist, svhn")  # fmt: skip
+                   "fashion-mnist, svhn, scale-detection-2d[:size=28,xi=14,gap=2] (P pairs, "
+                   "test 4P), scale-detection-1d[:size=..]")  # fmt: skip
     p.add_argument("--data-root", default=None,
                    help="folder of the torchvision datasets (default $DIFFEOSENSE_DATA or "
                    "~/.cache/diffeosense/data)")  # fmt: skip
@@ -78,7 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", default=None, choices=["cosine", "constant"],
                    help="learning-rate schedule over the epochs (default cosine)")
     p.add_argument("--loss", default=None, choices=["cross_entropy", "hinge"],
-                   help="hinge: binary tasks with labels +-1 and a scalar output")
+                   help="hinge: binary tasks with labels +-1 and a scalar output (default: "
+                   "hinge for the scale-detection data, cross_entropy otherwise)")
     p.add_argument("--stop-at-zero-loss", action="store_true", default=None,
                    help="stop once an epoch's training loss is exactly zero")
     p.add_argument("--seed", type=int, default=None,
@@ -200,7 +204,8 @@ def _config_from_args(args: argparse.Namespace):
         base = TrainConfig.from_dict(blob.get("config", blob)).to_dict()
     else:
         base = TrainConfig().to_dict()
-    for key, value in _given(args).items():
+    given = _given(args)
+    for key, value in given.items():
         section, _, name = key.rpartition(".")
         target = base["data"] if section else base
         old, target[name] = target.get(name), value
@@ -208,6 +213,9 @@ def _config_from_args(args: argparse.Namespace):
             opt = next(o for o, k in _OPTIONS.items() if k == key).replace("_", "-")
             print(f"note: --{opt} {value!r} overrides {key}={old!r} of {args.config}",
                   file=sys.stderr)
+    if "loss" not in given and not args.config and \
+            str(base["data"]["name"]).startswith("scale-detection"):
+        base["loss"] = "hinge"  # the task's labels are +-1, one output
     return TrainConfig.from_dict(base)
 
 
