@@ -24,6 +24,7 @@ _COMMANDS = [
     "diffeosense.cli.scale_detection",
     "diffeosense.cli.scale_detection_2d",
     "diffeosense.cli.pooling",
+    "diffeosense.cli.sweep",
 ]
 
 

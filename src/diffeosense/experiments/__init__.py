@@ -10,6 +10,10 @@ finished pieces are skipped on a re-run.
   feature-learning (``small``, ``paper``) and lazy (``lazy``) regimes.
 * :mod:`diffeosense.experiments.scale_detection_2d`: the 2D task on the paper's deep nets,
   test error against D, G, R.
+* :mod:`diffeosense.experiments.run`: the sweep unit, ``RunConfig`` -> train, measure, ``done``.
+* :mod:`diffeosense.experiments.sweep`: sweep files (TOML/YAML grids) -> runs; ``run_sweep``.
+* :mod:`diffeosense.experiments.backends`: where runs execute (local pool, Ray, SLURM).
+* :mod:`diffeosense.experiments.collect`: every finished run in one tidy table.
 
 Modules are imported on demand (``from diffeosense.experiments.scale_detection import run``)
 so that one experiment's imports never slow down or break another's.
