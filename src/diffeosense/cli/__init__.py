@@ -16,6 +16,7 @@ _COMMANDS = [
     "diffeosense.cli.train",
     "diffeosense.cli.measure",
     "diffeosense.cli.scale_detection",
+    "diffeosense.cli.sweep",
 ]
 
 

@@ -1,0 +1,122 @@
+"""``diffeosense sweep CONFIG`` and ``diffeosense collect DIR``: sweeps as data, at the edge."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sweep",
+        help="run a grid of train+measure runs from a TOML/YAML file (resumable)",
+        description="Expand a sweep file (a grid over models, datasets, seeds, training noise, "
+        "P, epochs, lr and measurement options; see examples/sweep.toml) into runs, each "
+        "trained and measured into its own hash folder under --out. Finished runs are skipped, "
+        "interrupted ones resume from their checkpoints, a failing run is recorded with its "
+        "traceback (error.txt in its folder) and the others go on. Exit status: the number of "
+        "failed runs (0: all finished).",
+    )
+    p.add_argument("config", help="sweep file (.toml, or .yaml with pyyaml)")
+    p.add_argument("--out", default=None,
+                   help="sweep folder (default: the file's 'out', else runs/<file stem>)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs, their hash folders and status (done/partial/failed/new); "
+                   "run nothing")
+    p.add_argument("--backend", choices=["local", "ray", "slurm"], default="local",
+                   help="where runs execute: local process pool (default), Ray "
+                   "(pip install 'diffeosense[ray]') or SLURM via submitit "
+                   "(pip install 'diffeosense[slurm]')")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: runs at once (default: the number of cores; each gets "
+                   "cores/workers threads); slurm: default array parallelism")
+    g = p.add_argument_group("ray")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster address ('auto', 'host:port'); default: start a local Ray")
+    g.add_argument("--cpus-per-run", type=int, default=1, help="CPUs per Ray task (default 1)")
+    s = p.add_argument_group("slurm")
+    s.add_argument("--partition", default=None, help="SLURM partition")
+    s.add_argument("--time", type=int, default=60, dest="time_min",
+                   help="time limit of each run in minutes (default 60)")
+    s.add_argument("--gpus", type=int, default=0, help="GPUs per run (default 0)")
+    s.add_argument("--cpus", type=int, default=1, help="CPUs per run (default 1)")
+    s.add_argument("--mem-gb", type=float, default=None, help="memory per run in GB")
+    s.add_argument("--array-parallelism", type=int, default=None,
+                   help="array tasks running at once (default --workers, else SLURM's)")
+    s.add_argument("--cluster", choices=["slurm", "local"], default=None,
+                   help="submitit cluster (default: SLURM when sbatch exists; 'local' runs the "
+                   "same jobs as local subprocesses)")
+    p.set_defaults(func=run_sweep_cmd)
+
+    c = subparsers.add_parser(
+        "collect",
+        help="gather every finished run under a folder into one tidy table",
+        description="Read every finished run (a folder with a 'done' marker) below DIR and "
+        "write one tidy table, one row per run x stage x layer x view x channel, with the "
+        "config columns: DIR/collected.parquet and DIR/collected.csv by default.",
+    )
+    c.add_argument("dir", help="sweep folder")
+    c.add_argument("--out", nargs="+", default=None,
+                   help="output file(s), .csv and/or .parquet (default DIR/collected.parquet "
+                   "and DIR/collected.csv)")
+    c.set_defaults(func=collect_cmd)
+
+
+def _status_line(o: dict) -> str:
+    tail = f"  {o['error']}" if o["error"] else ""
+    return f"{o['status']:8s} {o['hash']}  {o['seconds']:7.1f} s{tail}"
+
+
+def run_sweep_cmd(args: argparse.Namespace) -> int:
+    from ..experiments.sweep import expand, load_sweep, plan, run_sweep
+
+    spec = load_sweep(args.config)
+    root = Path(args.out or spec.out or Path("runs") / Path(args.config).stem)
+    configs = expand(spec)
+    rows = plan(configs, root)
+    if args.dry_run:
+        print(f"{len(rows)} runs in {root}/")
+        for r in rows:
+            print(f"{r['status']:8s} {r['hash']}  model={r['model']} dataset={r['dataset']} "
+                  f"seed={r['seed']} noise={r['noise']} P={r['P']} epochs={r['epochs']} "
+                  f"lr={r['lr']}  {r['folder']}")
+        return 0
+    n_done = sum(r["status"] == "done" for r in rows)
+    print(f"{len(rows)} runs in {root}/ ({n_done} already done), backend {args.backend}",
+          flush=True)
+    options: dict = {}
+    if args.backend == "ray":
+        options = {"address": args.address, "cpus_per_run": args.cpus_per_run}
+    elif args.backend == "slurm":
+        options = {"partition": args.partition, "time_min": args.time_min, "gpus": args.gpus,
+                   "cpus": args.cpus, "mem_gb": args.mem_gb,
+                   "array_parallelism": args.array_parallelism, "cluster": args.cluster}
+    report = run_sweep(configs, root, args.backend, workers=args.workers,
+                       on_result=lambda o: print(_status_line(o), flush=True), **options)
+    c = report.counts()
+    print(f"{c['done']} ran, {c['skipped']} already done, {c['failed']} failed"
+          + (f" (tracebacks: {root}/<hash>/error.txt)" if c["failed"] else ""))
+    return min(c["failed"], 100)
+
+
+def collect_cmd(args: argparse.Namespace) -> int:
+    from ..experiments.collect import collect, save_table
+
+    root = Path(args.dir)
+    df = collect(root)
+    if df.empty:
+        raise ValueError(f"no finished run under {root} (no '<hash>/done' marker); run the "
+                         f"sweep first")
+    outs = [Path(o) for o in args.out] if args.out else [root / "collected.parquet",
+                                                          root / "collected.csv"]
+    for out in outs:
+        try:
+            save_table(df, out)
+        except ValueError as e:
+            if args.out:  # asked for explicitly: an error
+                raise
+            print(f"skipped {out}: {e}", file=sys.stderr)
+            continue
+        print(f"{out}: {len(df)} rows, {df['run'].nunique()} runs")
+    return 0

@@ -1,0 +1,215 @@
+"""Where the units of a sweep execute: a local process pool, Ray, or SLURM (submitit).
+
+Every backend has the signature ``backend(cfg_dicts, root, *, workers, on_result, **options)
+-> list[outcome]`` (outcomes in the order of ``cfg_dicts``) and does one thing: call
+:func:`diffeosense.experiments.sweep.execute_unit` for each unit somewhere. Because a unit is
+a pure function of its config that writes atomically into its own hash folder, any backend
+can resume what another started; the folder ``root`` must be visible to every worker (a
+shared filesystem on a cluster).
+
+* ``local``: ``workers`` processes (default: the number of usable cores), each with
+  ``cores // workers`` torch/OpenMP threads so that they do not oversubscribe the CPU;
+  ``workers=1`` runs the units one after the other in this process.
+* ``ray``: one Ray task per unit with ``cpus_per_run`` CPUs (default 1), on the cluster at
+  ``address`` (``"auto"``, ``"host:port"``) or, with no address, on a local Ray started and
+  stopped here. Needs ``pip install 'diffeosense[ray]'``.
+* ``slurm``: one SLURM array job via submitit (``partition``, ``time_min``, ``gpus``,
+  ``cpus``, ``mem_gb``, ``array_parallelism``); ``cluster="local"`` runs the same jobs as
+  local subprocesses through submitit's local executor (what the tests use). Job logs go to
+  ``root/_submitit/``. Needs ``pip install 'diffeosense[slurm]'``.
+
+>>> sorted(BACKENDS)
+['local', 'ray', 'slurm']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BACKENDS", "get_backend", "local_backend", "ray_backend", "slurm_backend",
+           "usable_cores"]
+
+
+def usable_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _failed(cfg_dict: dict[str, Any], root: str, err: BaseException) -> dict[str, Any]:
+    """The outcome of a unit whose worker died (the unit itself never raises)."""
+    import traceback
+
+    from .._io import write_text
+    from .run import RunConfig, run_dir
+
+    cfg = RunConfig.from_dict(cfg_dict)
+    folder = run_dir(cfg, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "error.txt", "".join(traceback.format_exception(err)))
+    return {"hash": cfg.hash(), "status": "failed", "seconds": 0.0,
+            "error": f"worker died: {type(err).__name__}: {err}"}
+
+
+def _init_worker(threads: int) -> None:
+    # Before torch is imported in the fresh (spawned) worker, so OpenMP starts with it too.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def local_backend(
+    cfg_dicts: list[dict[str, Any]], root: str, *, workers: int | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the units on a bounded pool of ``workers`` local processes (spawned, so they
+    never inherit a half-initialized thread pool); ``workers=1``: in this process."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from .sweep import execute_unit
+
+    cores = usable_cores()
+    workers = cores if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    workers = min(workers, max(1, len(cfg_dicts)))
+    outcomes: list[dict[str, Any] | None] = [None] * len(cfg_dicts)
+    if workers == 1:
+        for i, d in enumerate(cfg_dicts):
+            outcomes[i] = execute_unit(d, root)
+            if on_result is not None:
+                on_result(outcomes[i])
+        return outcomes  # type: ignore[return-value]
+    threads = max(1, cores // workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(execute_unit, d, root, threads): i
+                   for i, d in enumerate(cfg_dicts)}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            try:
+                outcomes[i] = fut.result()
+            except Exception as e:  # noqa: BLE001 - the worker process died (killed, OOM)
+                outcomes[i] = _failed(cfg_dicts[i], root, e)
+            if on_result is not None:
+                on_result(outcomes[i])
+    return outcomes  # type: ignore[return-value]
+
+
+def _missing_extra(extra: str, package: str) -> ValueError:
+    return ValueError(f"the {extra} backend needs {package}, which is not installed: "
+                      f"pip install 'diffeosense[{extra}]'")
+
+
+def ray_backend(
+    cfg_dicts: list[dict[str, Any]], root: str, *, workers: int | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+    address: str | None = None, cpus_per_run: int = 1,
+) -> list[dict[str, Any]]:
+    """One Ray task per unit (``num_cpus=cpus_per_run``, as many torch threads); connects to
+    ``address`` or starts a local Ray for the sweep. ``workers`` is ignored: Ray schedules
+    as many tasks as the cluster's CPUs allow."""
+    try:
+        import ray
+    except ImportError:
+        raise _missing_extra("ray", "Ray") from None
+    from .sweep import execute_unit
+
+    if cpus_per_run < 1:
+        raise ValueError(f"cpus_per_run must be >= 1, got {cpus_per_run}")
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as e:
+            raise ValueError(f"cannot reach the Ray cluster at {address!r} ({e}); start one "
+                             f"with `ray start --head` or leave --address out") from None
+    try:
+        task = ray.remote(num_cpus=cpus_per_run, max_retries=0)(execute_unit)
+        refs = {task.remote(d, root, cpus_per_run): i for i, d in enumerate(cfg_dicts)}
+        outcomes: list[dict[str, Any] | None] = [None] * len(cfg_dicts)
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                i = refs[ref]
+                try:
+                    outcomes[i] = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - the worker died
+                    outcomes[i] = _failed(cfg_dicts[i], root, e)
+                if on_result is not None:
+                    on_result(outcomes[i])
+    finally:
+        if started:
+            ray.shutdown()
+    return outcomes  # type: ignore[return-value]
+
+
+def slurm_backend(
+    cfg_dicts: list[dict[str, Any]], root: str, *, workers: int | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+    partition: str | None = None, time_min: int = 60, gpus: int = 0, cpus: int = 1,
+    mem_gb: float | None = None, array_parallelism: int | None = None,
+    cluster: str | None = None,
+) -> list[dict[str, Any]]:
+    """One SLURM array job (a task per unit) through submitit, and wait for it.
+
+    ``partition``, ``time_min`` (the job's time limit), ``gpus`` (per task), ``cpus`` (per
+    task, also its torch threads), ``mem_gb`` and ``array_parallelism`` (tasks running at
+    once; default ``workers``) map to sbatch options; ``cluster``: None (SLURM when
+    ``sbatch`` exists), ``"slurm"``, or ``"local"`` (submitit's local executor, same
+    semantics, for testing). A task killed by its time limit leaves a resumable folder:
+    submit the sweep again.
+    """
+    try:
+        import submitit
+    except ImportError:
+        raise _missing_extra("slurm", "submitit") from None
+    from submitit.helpers import as_completed
+
+    from .sweep import execute_unit
+
+    ex = submitit.AutoExecutor(folder=Path(root) / "_submitit" / "%j", cluster=cluster)
+    params: dict[str, Any] = {"timeout_min": int(time_min), "cpus_per_task": int(cpus),
+                              "gpus_per_node": int(gpus), "name": "diffeosense-sweep"}
+    if mem_gb is not None:
+        params["mem_gb"] = mem_gb
+    if partition is not None:
+        params["slurm_partition"] = partition
+    parallel = array_parallelism or workers
+    if parallel is not None:
+        params["slurm_array_parallelism"] = int(parallel)
+    ex.update_parameters(**params)
+    n = len(cfg_dicts)
+    jobs = ex.map_array(execute_unit, cfg_dicts, [root] * n, [int(cpus)] * n)
+    index = {job.job_id: i for i, job in enumerate(jobs)}
+    outcomes: list[dict[str, Any] | None] = [None] * n
+    for job in as_completed(jobs):
+        i = index[job.job_id]
+        try:
+            outcomes[i] = job.result()
+        except Exception as e:  # noqa: BLE001 - the job died (time limit, node failure)
+            outcomes[i] = _failed(cfg_dicts[i], root, e)
+        if on_result is not None:
+            on_result(outcomes[i])
+    return outcomes  # type: ignore[return-value]
+
+
+BACKENDS: dict[str, Callable[..., list[dict[str, Any]]]] = {
+    "local": local_backend, "ray": ray_backend, "slurm": slurm_backend,
+}
+
+
+def get_backend(name: str) -> Callable[..., list[dict[str, Any]]]:
+    """The backend called ``name`` (one of :data:`BACKENDS`)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
+    return BACKENDS[name]

@@ -1,0 +1,137 @@
+"""Every finished run under a folder, in one tidy table ready for pandas.
+
+One row per (run, stage, layer, view, channel). Columns, in order:
+
+* ``run`` (the hash folder's name), ``stage`` (``init``, ``trained``, ``best``);
+* the grid axes under short names: ``model``, ``dataset``, ``seed`` (training seed),
+  ``noise`` (training noise), ``P``, ``epochs``, ``lr`` (None: the recipe's default);
+* the run's outcome from its ``done`` marker: ``test_error``, ``train_error``, ``epochs_run``;
+* the sensitivity table (:class:`~diffeosense.sensitivity.SensitivityResult`): ``layer, depth,
+  kind, view, channel, D, G, R, D_se, G_se, R_se, num_D, num_G, denominator, n_probes, size``;
+* the whole :class:`~diffeosense.experiments.run.RunConfig`, flattened: ``train.<field>``,
+  ``train.data.<field>``, and the measurement fields as ``measure.<field>``; lists and dicts
+  are JSON strings (so the table stores as CSV and Parquet alike).
+
+Folders without a ``done`` marker (running, interrupted or failed runs) are left out.
+
+>>> import tempfile
+>>> collect(tempfile.mkdtemp()).empty
+True
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from .._io import write_bytes, write_json, write_text
+from .run import load_run
+
+__all__ = ["collect", "save_table", "load_table", "ALIASES"]
+
+ALIASES = {"model": "train.model", "dataset": "train.data.name", "seed": "train.seed",
+           "noise": "train.data.noise", "P": "train.data.P", "epochs": "train.epochs",
+           "lr": "train.lr"}
+_FORMAT = "diffeosense.collect/1"
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k in ("train", "data"):
+            out.update(_flatten(v, f"{key}."))
+        elif isinstance(v, list | dict):
+            out[key] = json.dumps(v, sort_keys=True)
+        else:
+            out[key] = v
+    return out
+
+
+def _config_columns(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    train = _flatten({"train": cfg_dict["train"]})
+    measure = _flatten({k: v for k, v in cfg_dict.items() if k != "train"}, "measure.")
+    return {**train, **measure}
+
+
+def collect(root: str | Path):
+    """The tidy table (``pandas.DataFrame``, columns in the module docstring) of every
+    finished run in the folders below ``root``; empty when there are none."""
+    import pandas as pd
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no sweep folder {root}")
+    frames = []
+    for done in sorted(root.rglob("done")):
+        if not (done.parent / "run_config.json").is_file():
+            continue
+        r = load_run(done.parent)
+        cfg = _config_columns(r["config"].to_dict())
+        head = {"run": done.parent.name}
+        outcome = {k: r["done"].get(k) for k in ("test_error", "train_error", "epochs_run")}
+        for stage, res in r["tables"].items():
+            t = res.to_frame()
+            lead = {**head, "stage": stage, **{a: cfg[c] for a, c in ALIASES.items()}, **outcome}
+            for i, (k, v) in enumerate(lead.items()):
+                t.insert(i, k, [v] * len(t))
+            for k, v in cfg.items():
+                t[k] = [v] * len(t)
+            frames.append(t)
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def save_table(df, path: str | Path) -> Path:
+    """Write ``df`` to ``.csv`` or ``.parquet`` (atomic) with a sidecar ``<stem>.meta.json``
+    (column dtypes, provenance) from which :func:`load_table` restores it exactly."""
+    from ..provenance import provenance
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        write_text(path, df.to_csv(index=False))
+    elif suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ValueError("writing Parquet needs pyarrow: pip install 'diffeosense[parquet]' "
+                             "(or write .csv)") from None
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        write_bytes(path, buf.getvalue())
+    else:
+        raise ValueError(f"unknown table format {path.suffix!r}: use .csv or .parquet")
+    write_json(path.with_name(path.stem + ".meta.json"), {
+        "format": _FORMAT, "rows": len(df), "runs": int(df["run"].nunique()) if len(df) else 0,
+        "dtypes": {c: str(t) for c, t in df.dtypes.items()}, "provenance": provenance()})
+    return path
+
+
+def load_table(path: str | Path):
+    """Read a table written by :func:`save_table` (CSV columns get their saved dtypes back;
+    text columns keep ``None`` for missing values)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no table {path}")
+    side = path.with_name(path.stem + ".meta.json")
+    meta = json.loads(side.read_text()) if side.is_file() else {}
+    dtypes = meta.get("dtypes", {})
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix != ".csv":
+        raise ValueError(f"unknown table format {path.suffix!r}: use .csv or .parquet")
+    text = {c for c, t in dtypes.items() if t == "object"}
+    df = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=True)
+    for c in text & set(df.columns):
+        df[c] = df[c].astype(object).where(df[c].notna(), None)
+    for c, t in dtypes.items():
+        if c in df and t != "object" and str(df[c].dtype) != t:
+            df[c] = df[c].astype(t)
+    return df

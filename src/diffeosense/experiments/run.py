@@ -1,0 +1,266 @@
+"""One unit of a sweep: train a net, measure D, G and R, write everything into a hash folder.
+
+``run(cfg, root)`` is a pure function of its :class:`RunConfig`. It trains with
+:func:`diffeosense.train.train` (``resume=True``: a run killed at any moment continues from
+its last checkpoint) and measures the checkpoints with :func:`diffeosense.sensitivity.measure`;
+it has no loop of its own. Every file is written atomically, and the ``done`` marker last, so a
+folder either holds a finished run (``done`` present) or a resumable partial one.
+
+Run folder ``root / cfg.hash()`` (the hash of the config without the keys that do not change
+the results: ``train.device``, ``train.data.root``, ``train.data.download``)::
+
+    run_config.json                the RunConfig, its hash, provenance (written first)
+    attempts.json                  {"attempts": n}: how many times ``run`` started this unit
+    train/                         the training run (config.json, metrics.jsonl, checkpoints/)
+    sensitivity_<stage>.csv        one tidy table per stage (init, trained, best) ...
+    sensitivity_<stage>.meta.json  ... with its sidecar (measure config, provenance, run hash)
+    error.txt                      the traceback of the last failed attempt (sweep runner)
+    done                           JSON: hash, stages, test error, time; written last
+
+>>> from diffeosense.train import TrainConfig
+>>> from diffeosense.data import DataConfig
+>>> cfg = RunConfig(train=TrainConfig(model="fc2", data=DataConfig(P=100), epochs=1))
+>>> cfg.hash() == RunConfig.from_dict(cfg.to_dict()).hash()
+True
+>>> cfg.hash() == RunConfig(**{**cfg.__dict__, "seed": 1}).hash()
+False
+>>> run_status(run_dir(cfg, "/nonexistent"))
+'new'
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._io import dataclass_from_dict, to_jsonable, write_json
+from ..provenance import config_hash, provenance
+from ..train import TrainConfig
+
+__all__ = [
+    "RunConfig", "run", "run_dir", "run_status", "load_run", "STAGES", "STATUSES",
+]
+
+STAGES = ("init", "trained", "best")
+# What ``run_status`` says about a folder: finished; started and not finished (resumable);
+# last attempt raised (``error.txt``, also resumable); never started.
+STATUSES = ("done", "partial", "failed", "new")
+_CHECKPOINT = {"init": "init.pt", "trained": "last.pt", "best": "best.pt"}
+# Where a run executes, not what it computes: left out of the folder hash.
+_HASH_FREE = {("train", "device"), ("train", "data", "root"), ("train", "data", "download")}
+# measure()'s own arguments that RunConfig sets itself: not allowed in measure_kwargs.
+_MEASURE_OWN = {"model", "data", "layers", "perturbation", "n_probes", "seed", "generator",
+                "channels", "device", "progress", "meta"}
+
+
+@dataclass
+class RunConfig:
+    """Everything one run depends on: what to train, and what to measure on it.
+
+    Attributes:
+        train: the :class:`~diffeosense.train.TrainConfig` (model, data with P and training
+            noise, epochs, lr, seed, ...).
+        layers: what ``measure`` taps: ``"output"`` (the output alone), ``"all"``, a kind
+            preset (``"conv+activation"``) or a list of layer names.
+        stages: which weights to measure: ``"init"`` (``checkpoints/init.pt``), ``"trained"``
+            (the final weights, ``last.pt``), ``"best"`` (best test error, ``best.pt``).
+        channels: also the channel-resolved and channel-mean views (rows ``view == "channel"``
+            and ``"channel-mean"``).
+        n_probes: probe images: the first ``n_probes`` of ``probe_split``.
+        probe_split: ``"test"`` or ``"train"`` (the normalized images of the dataset).
+        probe_noise: L2 norm ``s`` of the Gaussian corruption added to every probe before
+            measuring (:func:`diffeosense.data.gaussian_corruption`, drawn from a generator
+            seeded by ``seed``), ``x -> x + s xi / ||xi||``; ``"train"``: the training noise
+            ``train.data.noise`` (how nets trained with noise are measured).
+        perturbation: the diffeo (or any registered perturbation) given to ``measure``.
+        seed: the measurement seed (diffeos, noise, probe corruption); the same for every
+            stage, so init and trained are compared on the same probes, diffeos and noise.
+        measure_kwargs: further keyword arguments of :func:`~diffeosense.sensitivity.measure`
+            (``batch_size``, ``statistic``, ``denominator``, ``noise_match``, ...); names are
+            checked against ``measure``'s signature.
+    """
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    layers: Any = "output"
+    stages: list[str] = field(default_factory=lambda: ["init", "trained"])
+    channels: bool = False
+    n_probes: int = 500
+    probe_split: str = "test"
+    probe_noise: float | str = 0.0
+    perturbation: str = "diffeo"
+    seed: int = 0
+    measure_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from ..sensitivity import measure
+
+        if isinstance(self.train, dict):
+            self.train = TrainConfig.from_dict(self.train)
+        self.stages = list(self.stages)
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad or not self.stages or len(set(self.stages)) != len(self.stages):
+            raise ValueError(f"stages must be distinct names among {STAGES}, got {self.stages}")
+        if self.probe_split not in ("test", "train"):
+            raise ValueError(f"probe_split must be 'test' or 'train', got {self.probe_split!r}")
+        if isinstance(self.probe_noise, str):
+            if self.probe_noise != "train":
+                raise ValueError(f"probe_noise must be an L2 norm >= 0 or 'train' (the training "
+                                 f"noise), got {self.probe_noise!r}")
+        elif not self.probe_noise >= 0:
+            raise ValueError(f"probe_noise must be >= 0, got {self.probe_noise}")
+        if self.n_probes < 2:
+            raise ValueError(f"n_probes must be >= 2, got {self.n_probes}")
+        params = set(inspect.signature(measure).parameters) - _MEASURE_OWN
+        unknown = set(self.measure_kwargs) - params
+        if unknown:
+            raise ValueError(f"unknown measure_kwargs {sorted(unknown)}; valid: {sorted(params)} "
+                             f"(layers, perturbation, n_probes, seed and channels are RunConfig "
+                             f"fields)")
+
+    @property
+    def probe_noise_value(self) -> float:
+        """The resolved probe corruption norm (``"train"`` -> ``train.data.noise``)."""
+        return float(self.train.data.noise if self.probe_noise == "train" else self.probe_noise)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_dict`; unknown keys (here or in ``train``/``train.data``)
+        raise ``ValueError``."""
+        return dataclass_from_dict(cls, dict(d))
+
+    def hash(self) -> str:
+        """12 hex digits naming the run folder: ``config_hash`` of :meth:`to_dict` without
+        the keys that only say where the run executes (device, data root, download)."""
+        d = copy.deepcopy(self.to_dict())
+        for path in _HASH_FREE:
+            node = d
+            for k in path[:-1]:
+                node = node[k]
+            node.pop(path[-1], None)
+        return config_hash(d)
+
+
+def run_dir(cfg: RunConfig, root: str | Path) -> Path:
+    """The folder of ``cfg`` under a sweep root: ``root / cfg.hash()``."""
+    return Path(root) / cfg.hash()
+
+
+def run_status(folder: str | Path) -> str:
+    """``"done"`` (``done`` marker), ``"failed"`` (``error.txt`` from the last attempt),
+    ``"partial"`` (started: resumable) or ``"new"`` (no folder)."""
+    folder = Path(folder)
+    if (folder / "done").is_file():
+        return "done"
+    if (folder / "error.txt").is_file():
+        return "failed"
+    return "partial" if folder.is_dir() and any(folder.iterdir()) else "new"
+
+
+def _probes(cfg: RunConfig, data):
+    import torch
+
+    from ..data import gaussian_corruption
+
+    x = data.x_test if cfg.probe_split == "test" and data.x_test is not None else data.x_train
+    x = x[: cfg.n_probes]
+    s = cfg.probe_noise_value
+    if s > 0:
+        # Its own stream: the probes' corruption never shares draws with the diffeos/noise.
+        g = torch.Generator().manual_seed(int(cfg.seed) + 0x5EED)
+        x = gaussian_corruption(x, s, generator=g)
+    return x
+
+
+def run(cfg: RunConfig, root: str | Path, *, progress: bool = False) -> Path:
+    """Train and measure ``cfg`` into ``run_dir(cfg, root)``; returns that folder.
+
+    Steps (each skipped when its atomic output already exists, so a re-run after a kill
+    resumes and a finished run costs nothing):
+
+    1. ``train(cfg.train, folder / "train", resume=True)``: checkpoints ``init.pt``,
+       ``last.pt``, ``best.pt`` (:mod:`diffeosense.train`).
+    2. For each stage in ``cfg.stages``: load the stage's checkpoint and
+       ``measure(model, probes, layers, perturbation, n_probes, seed=cfg.seed, channels,
+       **measure_kwargs)``, with probes the first ``n_probes`` images of ``probe_split``
+       (corrupted by ``probe_noise``); saved as ``sensitivity_<stage>.csv`` + sidecar, whose
+       config holds ``run``, ``stage``, ``epoch`` and the test error.
+    3. ``done``: JSON ``{"hash", "stages", "test_error", "train_error", "epochs_run",
+       "time"}``, written last.
+
+    The tables hold, per layer (x view x channel), ``D = E||f(tau x) - f(x)||^2 /
+    E||f(x1) - f(x2)||^2``, ``G`` (same with matched noise) and ``R = D / G`` (see
+    :func:`~diffeosense.sensitivity.measure`). Use :func:`load_run` or
+    :func:`diffeosense.experiments.collect.collect` to read them back.
+    """
+    folder = run_dir(cfg, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    _run_in(cfg, folder, progress)
+    return folder
+
+
+def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
+    from ..data import load_dataset
+    from ..sensitivity import SensitivityResult, measure
+    from ..train import _resolve_device, load_checkpoint, train
+
+    if (folder / "done").is_file():
+        return
+    h = cfg.hash()
+    write_json(folder / "run_config.json",
+               {"config": cfg.to_dict(), "hash": h, "provenance": provenance()})
+    attempts_file = folder / "attempts.json"
+    attempts = json.loads(attempts_file.read_text())["attempts"] if attempts_file.exists() \
+        else 0
+    write_json(attempts_file, {"attempts": attempts + 1})
+
+    data = load_dataset(cfg.train.data)
+    result = train(cfg.train, folder / "train", resume=True, progress=progress, dataset=data)
+    final = result.final or {}
+    x = _probes(cfg, data)
+    device = _resolve_device(cfg.train.device)
+    for stage in cfg.stages:
+        path = folder / f"sensitivity_{stage}.csv"
+        if path.is_file() and path.with_name(f"sensitivity_{stage}.meta.json").is_file():
+            SensitivityResult.load(path)  # a finished stage: check it reads, keep it
+            continue
+        ckpt = folder / "train" / "checkpoints" / _CHECKPOINT[stage]
+        model, _, info = load_checkpoint(ckpt, map_location=device)
+        res = measure(
+            model, x, layers=cfg.layers, perturbation=cfg.perturbation,
+            n_probes=cfg.n_probes, seed=cfg.seed, channels=cfg.channels, device=device,
+            progress=progress, **cfg.measure_kwargs,
+            meta={"run": h, "stage": stage, "epoch": info.get("epoch"),
+                  "checkpoint": str(ckpt.relative_to(folder)),
+                  "test_error": (info.get("metrics") or {}).get("test_error"),
+                  "probe_noise": cfg.probe_noise_value, "probe_split": cfg.probe_split},
+        )
+        res.save(path)
+    write_json(folder / "done", {
+        "hash": h, "stages": list(cfg.stages), "epochs_run": len(result.history),
+        "test_error": final.get("test_error"), "train_error": final.get("train_error"),
+        "best_epoch": result.best_epoch, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    (folder / "error.txt").unlink(missing_ok=True)
+
+
+def load_run(folder: str | Path) -> dict[str, Any]:
+    """A finished run: ``{"config": RunConfig, "done": dict, "tables": {stage:
+    SensitivityResult}}``. Raises ``FileNotFoundError`` when ``folder`` holds no ``done``."""
+    from ..sensitivity import SensitivityResult
+
+    folder = Path(folder)
+    if not (folder / "done").is_file():
+        raise FileNotFoundError(f"{folder} holds no finished run (no 'done' marker); run the "
+                                f"sweep again to finish it")
+    cfg = RunConfig.from_dict(json.loads((folder / "run_config.json").read_text())["config"])
+    done = json.loads((folder / "done").read_text())
+    tables = {s: SensitivityResult.load(folder / f"sensitivity_{s}.csv") for s in done["stages"]}
+    return {"config": cfg, "done": done, "tables": tables}
