@@ -59,9 +59,9 @@ _SCRIPT = """
 window.addEventListener("load", function () {
   var imgs = document.querySelectorAll("figure img");
   var ok = 0;
-  for (var i = 0; i < imgs.length; i++) {
-    if (imgs[i].complete) { if (imgs[i].naturalWidth > 0) { ok += 1; } }
-  }
+  Array.prototype.forEach.call(imgs, function (img) {
+    if (img.complete) { if (img.naturalWidth > 0) { ok += 1; } }
+  });
   document.body.setAttribute("data-figures-loaded", ok + "/" + imgs.length);
   console.log("figures-loaded " + ok + "/" + imgs.length);
 });

@@ -17,6 +17,7 @@ _COMMANDS = [
     "diffeosense.cli.measure",
     "diffeosense.cli.scale_detection",
     "diffeosense.cli.sweep",
+    "diffeosense.cli.reproduce",
 ]
 
 

@@ -1,0 +1,168 @@
+"""``diffeosense reproduce NAME --scale quick|paper``: the paper's figures, and a report.
+
+Each registered figure (:data:`FIGURES`) runs its grid through the sweep engine
+(:func:`~diffeosense.experiments.sweep.run_sweep`, so it resumes after a kill and skips what is
+finished), draws its figures (PNG and SVG), writes its tables (CSV) and returns the paper's
+claims with this run's verdicts, computed from the tables. :func:`reproduce` runs the asked
+figures one after the other and writes one self-contained HTML report
+(:func:`diffeosense.report.write_report`) with every figure, table, claim, the presets, the
+versions, the command and the time each figure took.
+
+Layout of ``out``::
+
+    report.html                       the report (self-contained)
+    reproduce.json                    the command, the presets, times, provenance
+    <figure>/runs/<hash>/             the sweep's run folders (diffeosense.experiments.run)
+    <figure>/*.png, *.svg, *.csv      figures and their tables
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._io import to_jsonable, write_json
+
+__all__ = ["ReproduceOptions", "FigureOutput", "FIGURES", "SCALES", "reproduce"]
+
+SCALES = ("quick", "paper")
+
+
+@dataclass
+class ReproduceOptions:
+    """Where and how the runs execute (not what they compute)."""
+
+    backend: str = "local"
+    workers: int | None = None
+    device: str = "cpu"
+    data_root: str | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass
+class FigureOutput:
+    """What one figure's runner returns: report figures, claims, its preset and its time."""
+
+    name: str
+    figures: list  # list[diffeosense.report.ReportFigure]
+    claims: list[dict[str, Any]]
+    config: dict[str, Any]
+    seconds: float = 0.0
+    failed_runs: int = 0
+
+
+def _sweep(configs, root: Path, opts: ReproduceOptions) -> int:
+    from .sweep import run_sweep
+
+    def say(o: dict) -> None:
+        if opts.progress:
+            print(f"  run {o['hash']}: {o['status']} ({o['seconds']:.0f} s)"
+                  + (f" {o['error']}" if o.get("error") else ""), flush=True)
+
+    report = run_sweep(configs, root, opts.backend, workers=opts.workers, on_result=say,
+                       **opts.backend_options)
+    return len(report.failed)
+
+
+def noisy_training(scale: str, out: Path, opts: ReproduceOptions) -> FigureOutput:
+    """Fig. 1: test error against D, G, R at the output of nets trained with noise, and
+    rho(eps, X) against the noise level (:mod:`diffeosense.experiments.noisy_training`)."""
+    from ..plots.reproduce import plot_noisy_correlations, plot_noisy_scatter, save_png_svg
+    from ..report import ReportFigure
+    from . import noisy_training as nt
+
+    cfg = nt.PRESETS[scale]
+    configs = nt.run_configs(cfg, device=opts.device, data_root=opts.data_root)
+    failed = _sweep(configs, out / "runs", opts)
+    done = [c for c in configs if (out / "runs" / c.hash() / "done").is_file()]
+    if len(done) < 3:
+        raise ValueError(f"noisy-training: only {len(done)} of {len(configs)} runs finished "
+                         f"(see error.txt in {out / 'runs'}); re-run the same command to resume")
+    results = nt.results_table(cfg, done, out / "runs")
+    corr = nt.correlation_table(results)
+    _write_csv(results, out / "noisy_training_runs.csv")
+    _write_csv(corr, out / "noisy_training_correlations.csv")
+    title = f"{cfg.dataset}, {len(cfg.nets)} nets x {len(cfg.noises)} noise levels ({scale})"
+    save_png_svg(plot_noisy_scatter(results, title), out / "noisy_training_scatter")
+    save_png_svg(plot_noisy_correlations(corr, title), out / "noisy_training_correlations")
+    figures = [
+        ReportFigure(
+            "noisy-scatter", "Fig. 1 (scatter): test error against D, G, R at the output",
+            out / "noisy_training_scatter.png", results,
+            caption="One point per net (marker) and training noise s (colour); D, G, R measured "
+            "at the output on probes corrupted with the training noise; test error on the "
+            "noisy test set, of the measured (best) checkpoint.",
+            files=["noisy_training/noisy_training_scatter.svg",
+                   "noisy_training/noisy_training_runs.csv"]),
+        ReportFigure(
+            "noisy-correlations", "Fig. 1 (right): rho(eps, X) against the training noise",
+            out / "noisy_training_correlations.png", corr,
+            caption="rho(eps, X) = Cov(log eps, log X) / sqrt(Var log eps Var log X) across the "
+            "nets at each training noise level, for X = D, G, R.",
+            files=["noisy_training/noisy_training_correlations.svg",
+                   "noisy_training/noisy_training_correlations.csv"]),
+    ]
+    cl = nt.claims(results, corr)
+    for c in cl:
+        c["figure"] = "noisy-correlations"
+    cl[-1]["figure"] = "noisy-scatter"
+    return FigureOutput("noisy-training", figures, cl, cfg.to_dict(), failed_runs=failed)
+
+
+def _write_csv(df, path: Path) -> Path:
+    from .._io import write_text
+
+    return write_text(path, df.to_csv(index=False))
+
+
+# Figures are registered only when the engines they need are there (layer-wise, filter spectra
+# and scale detection come with the pooling and scale-detection engines).
+FIGURES: dict[str, Callable[[str, Path, ReproduceOptions], FigureOutput]] = {
+    "noisy-training": noisy_training,
+}
+
+
+def reproduce(names: list[str], scale: str, out: str | Path, command: str,
+              opts: ReproduceOptions | None = None) -> Path:
+    """Run the figures ``names`` (keys of :data:`FIGURES`, or ``["all"]``) at ``scale`` into
+    ``out`` and write ``out/report.html``; returns the report's path."""
+    from ..provenance import provenance
+    from ..report import Claim, write_report
+
+    opts = opts or ReproduceOptions()
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if names == ["all"]:
+        names = list(FIGURES)
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown or not names:
+        raise ValueError(f"unknown figure(s) {unknown}; available: {', '.join(FIGURES)}, all")
+    out = Path(out)
+    outputs: list[FigureOutput] = []
+    for name in names:
+        t0 = time.perf_counter()
+        if opts.progress:
+            print(f"reproduce {name} --scale {scale}", flush=True)
+        fo = FIGURES[name](scale, out / name.replace("-", "_"), opts)
+        fo.seconds = time.perf_counter() - t0
+        outputs.append(fo)
+    prov = provenance()
+    times = {fo.name: round(fo.seconds, 1) for fo in outputs}
+    config = {"scale": scale, "figures": {fo.name: fo.config for fo in outputs},
+              "options": to_jsonable(opts), "seconds": times}
+    write_json(out / "reproduce.json", {"command": command, **config, "provenance": prov})
+    notes = [f"Scale {scale}. Time per figure: "
+             + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + "."]
+    notes += [f"{fo.name}: {fo.failed_runs} run(s) failed (error.txt in their folders)."
+              for fo in outputs if fo.failed_runs]
+    claims = [Claim(c["text"], c["reproduced"], c["evidence"], c.get("figure"))
+              for fo in outputs for c in fo.claims]
+    figures = [f for fo in outputs for f in fo.figures]
+    title = f"diffeosense reproduce {' '.join(names)} --scale {scale}"
+    return write_report(out / "report.html", title, figures, claims, config,
+                        json.loads(json.dumps(to_jsonable(prov), default=str)), command, notes)
