@@ -18,7 +18,7 @@ import torch
 
 __all__ = [
     "atomic_write", "write_bytes", "write_text", "write_json", "torch_save", "to_jsonable",
-    "dataclass_from_dict",
+    "dataclass_from_dict", "write_table", "read_table", "sidecar_path",
 ]
 
 
@@ -97,3 +97,74 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically: the previous file stays intact if saving fails."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+# ------------------------------------------------------------------ tidy tables
+TABLE_SUFFIXES = (".csv", ".json", ".parquet")
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``<stem>.meta.json`` beside a ``.csv`` / ``.parquet`` table."""
+    path = Path(path)
+    return path.with_name(path.stem + ".meta.json")
+
+
+def write_table(path: str | os.PathLike, table, meta: dict[str, Any]) -> Path:
+    """Write a ``pandas.DataFrame`` as ``.csv``, ``.json`` or ``.parquet`` (atomic).
+
+    CSV and Parquet get a sidecar ``<stem>.meta.json`` holding ``meta`` (format, config,
+    provenance); JSON holds everything: ``{**meta, "rows": [...]}`` with NaN written as null.
+    """
+    import math
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                 for k, v in r.items()} for r in table.to_dict("records")]
+        return write_json(path, {**meta, "rows": rows})
+    if suffix == ".csv":
+        write_text(path, table.to_csv(index=False))
+    elif suffix == ".parquet":
+        buf = io.BytesIO()
+        table.to_parquet(buf, index=False)
+        write_bytes(path, buf.getvalue())
+    else:
+        raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or .parquet")
+    write_json(sidecar_path(path), meta)
+    return path
+
+
+def read_table(path: str | os.PathLike, columns: list[str] | None = None,
+               numeric: tuple[str, ...] = (), what: str = "diffeosense result"):
+    """Read a table written by :func:`write_table`: returns ``(DataFrame, meta)``.
+
+    ``columns`` orders the rows of a JSON table; ``numeric`` columns are coerced to float
+    (JSON nulls and empty CSV cells become NaN). A missing sidecar gives ``meta = {}``.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no result file {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        blob = json.loads(path.read_text())
+        if not isinstance(blob, dict) or "rows" not in blob:
+            raise ValueError(f"{path} is not a {what} (no 'rows')")
+        df = pd.DataFrame.from_records(blob["rows"], columns=columns)
+        meta = blob
+    else:
+        if suffix == ".csv":
+            df = pd.read_csv(path)
+        elif suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or "
+                             ".parquet")
+        side = sidecar_path(path)
+        meta = json.loads(side.read_text()) if side.exists() else {}
+    for c in numeric:
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df, meta

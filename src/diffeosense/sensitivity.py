@@ -72,7 +72,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import math
 import warnings
 from collections.abc import Iterable, Iterator
@@ -429,59 +428,16 @@ class SensitivityResult:
     def save(self, path: str | Path) -> Path:
         """Write ``.csv``, ``.json`` or ``.parquet`` (atomic). CSV and Parquet get a sidecar
         ``<stem>.meta.json`` with the config and provenance; JSON holds everything."""
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix == ".json":
-            rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                     for k, v in r.items()} for r in self.table.to_dict("records")]
-            return _io.write_json(path, {**self._meta(), "rows": rows})
-        if suffix == ".csv":
-            _io.write_text(path, self.table.to_csv(index=False))
-        elif suffix == ".parquet":
-            import io
-
-            buf = io.BytesIO()
-            self.table.to_parquet(buf, index=False)
-            _io.write_bytes(path, buf.getvalue())
-        else:
-            raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or .parquet")
-        _io.write_json(_sidecar(path), self._meta())
-        return path
+        return _io.write_table(path, self.table, self._meta())
 
     @classmethod
     def load(cls, path: str | Path) -> SensitivityResult:
         """Read a result written by :meth:`save`."""
-        import pandas as pd
-
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no result file {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".json":
-            blob = json.loads(path.read_text())
-            if "rows" not in blob:
-                raise ValueError(f"{path} is not a diffeosense sensitivity result (no 'rows')")
-            df = pd.DataFrame.from_records(blob["rows"], columns=COLUMNS)
-            meta = blob
-        else:
-            if suffix == ".csv":
-                df = pd.read_csv(path)
-            elif suffix == ".parquet":
-                df = pd.read_parquet(path)
-            else:
-                raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or "
-                                 ".parquet")
-            side = _sidecar(path)
-            meta = json.loads(side.read_text()) if side.exists() else {}
-        for c in ("D", "G", "R", "D_se", "G_se", "R_se", "num_D", "num_G", "denominator"):
-            if c in df:
-                df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+        df, meta = _io.read_table(
+            path, COLUMNS, ("D", "G", "R", "D_se", "G_se", "R_se", "num_D", "num_G",
+                            "denominator"), what="diffeosense sensitivity result")
         df["layer"] = df["layer"].astype(str)
         return cls(df, meta.get("config", {}), meta.get("provenance", {}))
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.stem + ".meta.json")
 
 
 # ------------------------------------------------------------------ measure
