@@ -321,3 +321,18 @@ def test_predicted_exponents_and_asymptotes_agree():
 def test_bad_input(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         pooling_sensitivities(**kwargs)
+
+
+def test_exponents_tie_together():
+    """docs/theory.md, correction 1: on the same window, the fitted exponents of D, G and R are
+    those of their numerators minus the denominator's (least squares on logs is linear), and
+    the denominator's exponent without stride is -1/2 (F = 3, k in [100, 1000])."""
+    res = pooling_sensitivities(depth=1000, filter_size=3, stride=1, n=2**20, amplitude=1.0)
+    slope = {q: fit_exponent(res.k, getattr(res, q), "power", k_min=100, k_max=1000).slope
+             for q in ("d_num", "g_num", "den", "D", "G", "R")}
+    assert slope["D"] == pytest.approx(slope["d_num"] - slope["den"], abs=1e-9)
+    assert slope["G"] == pytest.approx(slope["g_num"] - slope["den"], abs=1e-9)
+    assert slope["R"] == pytest.approx(slope["D"] - slope["G"], abs=1e-9)
+    assert slope["den"] == pytest.approx(-0.5, abs=0.01)  # not -0.514
+    assert slope["d_num"] == pytest.approx(-1.5, abs=0.01)
+    assert slope["D"] == pytest.approx(-1.0, abs=0.01)

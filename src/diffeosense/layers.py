@@ -79,6 +79,8 @@ _POOLS = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", 
 
 
 def _module_kind(m: nn.Module) -> str:
+    if getattr(m, "_tap_kind", None):  # a custom module that states its kind
+        return m._tap_kind
     name = type(m).__name__.lower()
     if isinstance(m, nn.modules.conv._ConvNd):
         return "conv"
@@ -152,7 +154,13 @@ def _trace_fx(model: nn.Module):
     """Trace ``model`` (eval mode) with torchvision's NodePathTracer; return (graph module, names)."""
     from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs
 
-    tracer = NodePathTracer(**_set_default_tracer_kwargs(None))
+    class _Tracer(NodePathTracer):
+        # Modules flagged ``_tap_as_leaf`` (e.g. the NTK-form layers of models.cnn1d) are one
+        # representation each, not the small ops inside them.
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return getattr(m, "_tap_as_leaf", False) or super().is_leaf_module(m, qualname)
+
+    tracer = _Tracer(**_set_default_tracer_kwargs(None))
     graph = tracer.trace(model)
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     return gm, dict(tracer.node_to_qualname)

@@ -23,28 +23,34 @@ Choices (all fields of :class:`ScaleDetectionExperiment`, saved beside the resul
   ``fit_k_min = 2``: the first layer has not pooled yet (its filter sees F sites), and the
   theory's laws are statements about the pooling layers. The choice is made before looking at
   the data and is the same for both strides and for init and trained nets.
-* Probes: the first ``n_probes`` pairs of the test split (all of it by default), the same
-  probes, diffeos and noise at initialization and after training (paired comparison).
+* Views: the full representation (channels x sites, flattened) and the channel-mean view
+  (the mean over channels at each site, the authors' measurement; science.md §1b, §3), both
+  in every table (column ``view``) and fitted separately.
+* Probes: ``n_probes`` pairs of the test split drawn balanced across the two classes
+  (alternating +1, -1 in the split's seeded order; all of it by default), the same probes,
+  diffeos and noise at initialization and after training (paired comparison).
 * Noise: ``noise_match="sample"`` (``||eta|| = ||tau x - x||`` exactly for each probe; a probe
   whose move was undone gets no noise); the theory uses i.i.d. noise of the batch-matched
   variance, which differs by O(1/N) (docs/theory.md). Denominator over all ordered pairs
   including ``i = j`` (``"pairs-incl-diag"``), as the authors and the theory.
-* Training: hinge loss, plain SGD (momentum 0, no weight decay, constant lr), batch 32,
-  stopped at the first epoch whose full-pass training loss is exactly 0, or at the epoch
-  budget; the final weights are measured. lr 0.01: the paper's 0.05 (its 2D value, science.md
-  §4) made the unstrided net's training loss oscillate (0.57 to 1.09 over epochs 1-5, small
-  preset, seed 0) at the default amplitude N/2, while 0.01 reached zero training loss at
-  epoch 10. (Chosen for trainability only, before any sensitivity was looked at.)
-* Initialization: He normal (``init="kaiming"``); with PyTorch's default the 8-layer
-  unstrided net of the small preset stayed at chance (train loss 1.00 after 60 epochs).
-* Amplitude: the task's default ``N/2`` makes the initial outputs large (ReLU nets with zero
-  biases are homogeneous: the output scales with the amplitude), so the hinge margins are
-  reached after small weight changes and the trained sensitivities stay close to the
-  initial ones (a lazy regime). ``amplitude=1`` gives identical curves at initialization and
-  very different ones after training; it is a knob worth scanning, kept at the task's
-  default here.
-* Seeds: network seed ``s`` seeds the initialization, the batch order and the measurement's
-  diffeos and noise; the data split (``data_seed``) is the same for every seed.
+* Regime (options of :class:`~diffeosense.models.cnn1d.CNN1d`): ``parametrization``,
+  ``readout``, ``init``. The presets ``small`` and ``paper`` are the authors' setting
+  (science.md §1b): NTK-form convolutions (``w, b ~ N(0, 1)``), a mean-field readout
+  ``(beta . y) / H``, and a learning rate scaled with the width, ``lr_effective = lr * H``
+  (``lr_scaling="width"``; the resolved value is written in ``config.json``). The mean-field
+  output starts at O(1/sqrt(H)) and reaches the hinge margins only by moving the features:
+  the feature-learning regime. The ``lazy`` preset is the earlier setting (standard
+  parametrization, He init, standard readout, lr 0.01 unscaled, amplitude N/2): its outputs
+  start large, the margins are reached after small weight changes and the sensitivities stay
+  close to their initial values. Pooling is learnt only when the weights move.
+* Training: hinge loss, plain SGD (momentum 0, no weight decay, constant lr), stopped at the
+  first epoch whose full-pass training loss is exactly 0, or at the epoch budget; the final
+  weights are measured.
+* Amplitude: the small and paper presets use ``sqrt(N / 2)`` (the authors'); ``lazy`` the
+  task's default ``N / 2``.
+* Seeds: network seed ``s`` seeds the initialization (a generator seeded from ``s``, passed
+  to the model as ``init_seed``), the batch order and the measurement's diffeos and noise;
+  the data split (``data_seed``) is the same for every seed.
 * Theory: :func:`~diffeosense.theory.pooling_sensitivities` with the same N, F, s (exact;
   i.i.d. Gaussian noise rectified by the first ReLU), for the depths where the idealized net
   is defined (with stride, ``N / F^k >= 2``). ``theory_fit`` in the exponent table is the fit
@@ -58,7 +64,8 @@ so a re-run with more seeds re-uses the finished ones)::
         train/                   the training run (diffeosense.train.fit)
         init.csv, trained.csv    sensitivity tables (+ .meta.json)
         unit.json                written last: the unit is finished
-    sensitivity.csv              every unit, tidy (stride, seed, state, layer, k, D, G, R, *_se)
+    sensitivity.csv              every unit, tidy (stride, seed, state, view, layer, k, D, G, R,
+                                 *_se)
     aggregate.csv                geometric means over the seeds (sensitivity.aggregate;
                                  one seed: its own table and per-probe standard errors)
     theory.csv                   the idealized net (stride, k, D, G, R)
@@ -66,10 +73,12 @@ so a re-run with more seeds re-uses the finished ones)::
     summary.json                 training outcome of every unit, exponents, provenance
 
 >>> cfg = preset("small")
->>> cfg.size, cfg.filter_size, cfg.strides, cfg.depths
-(64, 2, (1, 2), (8, 6))
->>> preset("paper").width
-1000
+>>> cfg.size, cfg.task, cfg.filter_size, cfg.strides, cfg.depths, cfg.lr_effective
+(128, 'block', 2, (2,), (7,), 1.28)
+>>> preset("paper").width, len(preset("paper").seeds)
+(1000, 10)
+>>> preset("lazy").parametrization, preset("lazy").lr_effective
+('standard', 0.01)
 """
 
 from __future__ import annotations
@@ -96,9 +105,13 @@ __all__ = [
     "load_result",
     "fit_exponents",
     "theory_table",
+    "balanced_probes",
+    "format_exponents",
 ]
 
-_INITS = ("kaiming", "torch")
+_INITS = ("kaiming", "torch", "normal")
+_LR_SCALINGS = ("width", "none")
+_VIEWS = ("full", "channel-mean")
 _ACT = re.compile(r"(?:^|\.)(?:act|conv)(\d+)$")
 
 
@@ -112,13 +125,16 @@ class ScaleDetectionExperiment:
     Nets (:func:`~diffeosense.models.cnn1d.cnn1d`, circular padding, GAP, scalar readout):
         filter_size: F; strides: the strides compared (each 1 or F); depths: the depth L of
         the net of each stride (same length as ``strides``; None: ``log_F N`` layers for
-        s = F, and the same for s = 1); width: H; activation; bias; init: ``"kaiming"``
-        (He normal for the convolutions, ``N(0, 2 / (C_in F))``, variance-preserving through
-        ReLUs; LeCun normal ``N(0, 1 / H)`` for the readout; zero biases) or ``"torch"`` (the
-        PyTorch default, whose variance shrinks by ~3 per layer: deep unstrided nets then
-        start with a vanishing output and do not train in the small preset).
+        s = F, and the same for s = 1); width: H; activation; bias; parametrization
+        (``"ntk"`` or ``"standard"``); readout (``"mean-field"`` or ``"standard"``); init:
+        ``"normal"`` (NTK: every weight and bias ``N(0, 1)``), ``"kaiming"`` (standard: He
+        normal convolutions ``N(0, 2 / (C_in F))``, LeCun normal readout, zero biases) or
+        ``"torch"`` (the PyTorch default, whose variance shrinks by ~3 per layer: deep
+        unstrided nets then start with a vanishing output). None: ``"normal"`` for NTK.
     Training (:class:`~diffeosense.train.TrainConfig`, hinge loss, plain SGD):
-        lr, batch_size, epochs (budget), stop_at_zero_loss, momentum, weight_decay.
+        lr (base), lr_scaling (``"width"``: the SGD learning rate is ``lr * H``, as the
+        mean-field readout needs; ``"none"``: ``lr``), batch_size, epochs (budget),
+        stop_at_zero_loss, momentum, weight_decay. ``lr_effective`` is the value used.
     Measurement (:func:`~diffeosense.sensitivity.measure`):
         n_probes (None: the whole test split), measure_batch_size, noise_match, denominator.
     Fits: fit_k_min, fit_k_max (None: the last layer) on the activation layers k.
@@ -128,25 +144,28 @@ class ScaleDetectionExperiment:
 
     preset: str = "small"
     # data
-    size: int = 64
-    xi: float = 8
-    gap: float = 2
-    task: str = "distance"
-    amplitude: float | None = None
-    train_size: int = 512
+    size: int = 128
+    xi: float = 32
+    gap: float = 0
+    task: str = "block"
+    amplitude: float | None = 8.0
+    train_size: int = 1024
     test_size: int | None = None
     data_seed: int = 0
     # nets
     filter_size: int = 2
-    strides: tuple[int, ...] = (1, 2)
-    depths: tuple[int, ...] | None = (8, 6)
-    width: int = 64
+    strides: tuple[int, ...] = (2, 1)
+    depths: tuple[int, ...] | None = (7, 7)
+    width: int = 128
     activation: str = "relu"
     bias: bool = True
-    init: str = "kaiming"
+    parametrization: str = "ntk"
+    readout: str = "mean-field"
+    init: str | None = None
     # training
     lr: float = 0.01
-    batch_size: int = 32
+    lr_scaling: str = "width"
+    batch_size: int = 8
     epochs: int = 100
     stop_at_zero_loss: bool = True
     momentum: float = 0.0
@@ -191,8 +210,15 @@ class ScaleDetectionExperiment:
             raise ValueError("give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {list(self.seeds)}")
-        if self.init not in _INITS:
+        if self.init is not None and self.init not in _INITS:
             raise ValueError(f"init must be one of {_INITS}, got {self.init!r}")
+        if self.lr_scaling not in _LR_SCALINGS:
+            raise ValueError(f"lr_scaling must be one of {_LR_SCALINGS}, got "
+                             f"{self.lr_scaling!r}")
+        from ..models.cnn1d import CNN1d
+
+        CNN1d(1, 1, depth=1, width=1, filter_size=F, parametrization=self.parametrization,
+              readout=self.readout, init=self.init, activation=self.activation)  # validates
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
         if not self.lr > 0 or self.batch_size < 1 or self.epochs < 0:
@@ -222,21 +248,29 @@ class ScaleDetectionExperiment:
             seed=self.data_seed,
         )
 
-    def model_kwargs(self, stride: int) -> dict[str, Any]:
+    @property
+    def lr_effective(self) -> float:
+        """The SGD learning rate: ``lr * width`` (``lr_scaling="width"``) or ``lr``."""
+        return self.lr * (self.width if self.lr_scaling == "width" else 1)
+
+    def model_kwargs(self, stride: int, seed: int = 0) -> dict[str, Any]:
         depth = self.net_depths[self.strides.index(stride)]
         return {"depth": depth, "width": self.width, "filter_size": self.filter_size,
                 "stride": stride, "activation": self.activation, "padding": "circular",
-                "bias": self.bias}
+                "bias": self.bias, "parametrization": self.parametrization,
+                "readout": self.readout, "init": self.init,
+                "init_seed": _mix(seed, 0x5CA1E)}
 
     def train_config(self, stride: int, seed: int):
         from ..data import DataConfig
         from ..train import TrainConfig
 
         return TrainConfig(
-            model="cnn1d", model_kwargs=self.model_kwargs(stride),
+            model="cnn1d", model_kwargs=self.model_kwargs(stride, seed),
             data=DataConfig(name="scale-detection-1d", P=self.train_size, seed=self.data_seed,
                             download=False),
-            epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd", lr=self.lr,
+                        epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd",
+            lr=self.lr_effective,
             momentum=self.momentum, weight_decay=self.weight_decay, schedule="constant",
             loss="hinge", seed=seed, device="cpu", keep_every=0,
             stop_at_zero_loss=self.stop_at_zero_loss,
@@ -244,6 +278,12 @@ class ScaleDetectionExperiment:
 
     def to_dict(self) -> dict[str, Any]:
         return _io.to_jsonable(self)
+
+    def resolved(self) -> dict[str, Any]:
+        """The config plus the values it implies (written beside the results)."""
+        return {**self.to_dict(), "lr_effective": self.lr_effective,
+                "net_depths": list(self.net_depths), "amplitude_value":
+                self.data_config().value}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScaleDetectionExperiment:
@@ -257,20 +297,36 @@ class ScaleDetectionExperiment:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # A few minutes on 2 CPU cores. N = 64, xi = 8: the largest balanced training set is 768
-    # pairs (384 per class), so P = 512 and 256 test pairs. F = 2; the strided net pools the
-    # whole signal (L = log2 64 = 6, receptive field 64), the unstrided one has L = 8
-    # (receptive field 9 > xi: it can see both pixels of every positive pair).
-    "small": {},
-    # The paper's sizes (H = 1000, N = 256, P = 1024): hours on a CPU, use a GPU machine.
-    # xi = 16: positives d < 15; s = 1 with L = 16 (receptive field 17); s = 2 with L = 8.
-    "paper": {"size": 256, "xi": 16, "train_size": 1024, "test_size": 2048,
-              "depths": (16, 8), "width": 1000, "epochs": 300, "n_probes": 1024},
+    # The authors' 1D setting (science.md §1b): block task, N = 128, xi = 32, gap 0, pixel
+    # value sqrt(N/2) = 8, F = 2, 7 layers (the strided net pools blocks of 2^7 = 128), H = 128,
+    # NTK convolutions, mean-field readout, lr 0.01 * H, batch 8, P = 1024 (the rest, 2944
+    # pairs, is the test split), probes a balanced tenth of all 8128 pairs (812). Stride 2
+    # only: the unstrided net of the same depth (receptive field 8, invariant to circular
+    # shifts) stayed at chance on these labels (train error 0.50 after 3 epochs, 13 s each).
+    "small": {"n_probes": 812, "strides": (2,), "depths": (7,)},
+    # Stride 1 in the same regime, on a task it can solve: a translation-invariant net (circular
+    # padding, global pooling) cannot fit the block labels, and with F = 2 it needs a receptive
+    # field > xi, so the distance task at N = 64, xi = 8, gap 2 (as ``lazy``), L = 8 layers
+    # (receptive field 9), P = 512, pixel value sqrt(N/2); probes: the whole test split.
+    "small-stride1": {"size": 64, "xi": 8, "gap": 2, "task": "distance",
+                      "amplitude": math.sqrt(32), "train_size": 512, "strides": (1,),
+                      "depths": (8,)},
+    # The same at the paper's width and 10 seeds (use a GPU machine: --device is not needed,
+    # the nets are small; the time goes into H = 1000).
+    "paper": {"n_probes": 812, "width": 1000, "seeds": tuple(range(10))},
+    # The earlier setting, kept for the contrast (lazy regime): standard parametrization, He
+    # init, standard readout, unscaled lr 0.01, amplitude N/2, distance task (N = 64, xi = 8,
+    # gap 2, P = 512), batch 32. s = 1 with L = 8 (receptive field 9 > xi), s = 2 with L = 6.
+    "lazy": {"size": 64, "xi": 8, "gap": 2, "task": "distance", "amplitude": None,
+             "train_size": 512, "strides": (1, 2), "depths": (8, 6), "width": 64,
+             "parametrization": "standard", "readout": "standard", "init": "kaiming",
+             "lr_scaling": "none", "batch_size": 32},
 }
 
 
 def preset(name: str = "small", **overrides: Any) -> ScaleDetectionExperiment:
-    """The config of a preset (``"small"`` or ``"paper"``), with fields overridden."""
+    """The config of a preset (``"small"``, ``"paper"`` or ``"lazy"``), with fields
+    overridden."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     return ScaleDetectionExperiment(**{"preset": name, **PRESETS[name], **overrides})
@@ -306,7 +362,8 @@ def _layer_k(name: str) -> float:
 
 
 def _tidy(result, **cols):
-    df = result.to_frame(view="full")
+    df = result.to_frame()
+    df = df[df.view.isin(_VIEWS)].reset_index(drop=True)
     df.insert(0, "k", [_layer_k(n) for n in df.layer])
     for i, (key, val) in enumerate(cols.items()):
         df.insert(i, key, val)
@@ -326,23 +383,25 @@ def _run_unit(cfg: ScaleDetectionExperiment, data, stride: int, seed: int, udir:
 
     tcfg = cfg.train_config(stride, seed)
     ds = _dataset(data, tcfg)
-    model, spec = build_model(tcfg, ds)  # seeded initialization (same on every call)
-    if cfg.init == "kaiming":
-        _kaiming_init(model, seed)
+    model, spec = build_model(tcfg, ds)  # init from a generator seeded by init_seed
     move = ActivePixelMove(data.config, label_preserving=True, boundary="clip")
-    n_probes = len(data.x_test) if cfg.n_probes is None else min(cfg.n_probes, len(data.x_test))
+    probes = balanced_probes(data.x_test, data.y_test, cfg.n_probes)
+    n_probes = len(probes)
     meta = {"experiment": "scale-detection", "stride": stride, "seed": seed,
-            "model": "cnn1d", "model_kwargs": cfg.model_kwargs(stride)}
+            "model": "cnn1d", "model_kwargs": cfg.model_kwargs(stride, seed)}
 
     def sens(state: str) -> SensitivityResult:
         path = udir / f"{state}.csv"
         if path.exists():
             return SensitivityResult.load(path)
         res = measure(
-            model, data.x_test, layers="all", perturbation=move, n_probes=n_probes,
+            model, probes, layers="all", perturbation=move, n_probes=n_probes,
             batch_size=cfg.measure_batch_size, seed=seed, noise_match=cfg.noise_match,
-            denominator=cfg.denominator, meta={**meta, "state": state},
+            denominator=cfg.denominator, channels=True, meta={**meta, "state": state},
         )
+        # Keep the full and channel-mean views (the per-channel rows are H times larger).
+        res = SensitivityResult(res.table[res.table.view.isin(_VIEWS)].reset_index(drop=True),
+                                res.config, res.provenance)
         res.save(path)
         return res
 
@@ -354,7 +413,8 @@ def _run_unit(cfg: ScaleDetectionExperiment, data, stride: int, seed: int, udir:
     sens("trained")
     final = tres.final or {}
     info = {
-        "stride": stride, "seed": seed, "model_kwargs": cfg.model_kwargs(stride),
+        "stride": stride, "seed": seed, "model_kwargs": cfg.model_kwargs(stride, seed),
+        "lr": tcfg.lr_value,
         "epochs_run": len(tres.history), "stopped": tres.stopped,
         "train_loss": final.get("train_eval_loss", final.get("train_loss")),
         "train_error": final.get("train_eval_error", final.get("train_error")),
@@ -365,21 +425,17 @@ def _run_unit(cfg: ScaleDetectionExperiment, data, stride: int, seed: int, udir:
     return info
 
 
-def _kaiming_init(model, seed: int) -> None:
-    """He-normal convolutions (fan in, ReLU gain), LeCun-normal linear layers, zero biases;
-    drawn from a generator seeded by ``seed`` (deterministic, global RNG untouched)."""
+def balanced_probes(x, y, n: int | None):
+    """The first ``n`` inputs of ``x: [M, ...]`` taken alternately from the classes
+    ``y = +1`` and ``y = -1`` (in their order in the split), ``-> [min(n, 2 m), ...]`` with
+    ``m`` the smaller class count; ``n=None``: ``2 m`` (all of the smaller class)."""
     import torch
-    from torch import nn
 
-    g = torch.Generator().manual_seed(_mix(seed, 0x5CA1E))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv1d | nn.Linear):
-                fan_in = m.weight[0].numel()
-                gain = 2.0 if isinstance(m, nn.Conv1d) else 1.0
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(gain / fan_in))
-                if m.bias is not None:
-                    m.bias.zero_()
+    pos = torch.nonzero(y > 0).flatten()
+    neg = torch.nonzero(y < 0).flatten()
+    m = min(len(pos), len(neg))
+    order = torch.stack([pos[:m], neg[:m]], dim=1).flatten()
+    return x[order if n is None else order[:n]]
 
 
 def _mix(a: int, b: int) -> int:
@@ -454,6 +510,20 @@ def fit_exponents(cfg: ScaleDetectionExperiment, sensitivity, aggregate, theory)
     from ..theory import fit_exponent, predicted_exponents
 
     rows = []
+    views = [v for v in _VIEWS if "view" not in aggregate or (aggregate.view == v).any()]
+    for view in views:
+        agg_v = aggregate if "view" not in aggregate else aggregate[aggregate.view == view]
+        sens_v = sensitivity if "view" not in sensitivity else sensitivity[
+            sensitivity.view == view]
+        rows += _fit_view(cfg, view, sens_v, agg_v, theory, fit_exponent, predicted_exponents)
+    cols = ["stride", "filter_size", "view", "state", "quantity", "law", "k_min", "k_max",
+            "slope", "stderr", "seed_mean", "seed_se", "n_seeds", "predicted", "theory_fit",
+            "theory_k_max"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _fit_view(cfg, view, sensitivity, aggregate, theory, fit_exponent, predicted_exponents):
+    rows = []
     act = aggregate[aggregate.layer.str.contains(r"(?:^|\.)act\d+$", regex=True)]
     act_all = sensitivity[sensitivity.layer.str.contains(r"(?:^|\.)act\d+$", regex=True)]
     for s, L in zip(cfg.strides, cfg.net_depths, strict=True):
@@ -464,7 +534,8 @@ def fit_exponents(cfg: ScaleDetectionExperiment, sensitivity, aggregate, theory)
         for state in ("init", "trained"):
             a = act[(act.stride == s) & (act.state == state)].sort_values("k")
             for q in ("D", "G", "R"):
-                row = {"stride": s, "filter_size": cfg.filter_size, "state": state,
+                row = {"stride": s, "filter_size": cfg.filter_size, "view": view,
+                       "state": state,
                        "quantity": q, "law": law, "k_min": k_lo, "k_max": k_hi,
                        "predicted": pred[q]}
                 row.update(_safe_fit(fit_exponent, a.k, a[q], law, k_lo, k_hi, "slope",
@@ -485,10 +556,7 @@ def fit_exponents(cfg: ScaleDetectionExperiment, sensitivity, aggregate, theory)
                 row["theory_fit"] = tf["theory_fit"]
                 row["theory_k_max"] = int(min(k_hi, th.k.max())) if len(th) else 0
                 rows.append(row)
-    cols = ["stride", "filter_size", "state", "quantity", "law", "k_min", "k_max", "slope",
-            "stderr", "seed_mean", "seed_se", "n_seeds", "predicted", "theory_fit",
-            "theory_k_max"]
-    return pd.DataFrame(rows, columns=cols)
+    return rows
 
 
 def _safe_fit(fit_exponent, k, values, law, k_lo, k_hi, name, err_name) -> dict[str, float]:
@@ -528,7 +596,7 @@ def run(cfg: ScaleDetectionExperiment | None = None, out_dir: str | Path = "runs
         raise ValueError("the test split holds fewer than 2 pairs: the sensitivities need "
                          "probes; lower train_size or enlarge size")
     prov = provenance()
-    _io.write_json(root / "config.json", {"config": cfg.to_dict(),
+    _io.write_json(root / "config.json", {"config": cfg.to_dict(), "resolved": cfg.resolved(),
                                           "config_hash": cfg.folder_hash(),
                                           "provenance": prov})
     units, ran, skipped = [], [], []
@@ -565,7 +633,8 @@ def run(cfg: ScaleDetectionExperiment | None = None, out_dir: str | Path = "runs
     _io.write_text(root / "theory.csv", theory.to_csv(index=False))
     _io.write_text(root / "exponents.csv", exponents.to_csv(index=False))
     _io.write_json(root / "summary.json", {
-        "config": cfg.to_dict(), "config_hash": cfg.folder_hash(), "units": units,
+        "config": cfg.to_dict(), "resolved": cfg.resolved(), "config_hash": cfg.folder_hash(),
+        "units": units,
         "exponents": exponents.to_dict("records"), "provenance": prov,
     })
     return ScaleDetectionResult(cfg, root, sensitivity, agg, theory, exponents, units, ran,
@@ -590,7 +659,7 @@ def load_result(path: str | Path) -> ScaleDetectionResult:
 
 def format_exponents(exponents) -> str:
     """The exponent table as aligned text (for the CLI and reports)."""
-    lines = [f"{'s':>2} {'state':<8}{'X':<2}{'law':<6}{'k':<6}{'fit':>16}{'seeds':>18}"
+    lines = [f"{'s':>2} {'view':<13}{'state':<8}{'X':<2}{'law':<6}{'k':<6}{'fit':>16}{'seeds':>18}"
              f"{'theory(N)':>11}{'predicted':>10}"]
     for r in exponents.itertuples():
         fit = "n/a" if not math.isfinite(r.slope) else (
@@ -599,7 +668,8 @@ def format_exponents(exponents) -> str:
                  else (f"{r.seed_mean:+.3f}" if math.isfinite(r.seed_mean) else "n/a"))
         th = f"{r.theory_fit:+.3f}" if math.isfinite(r.theory_fit) else "n/a"
         law = "pow" if r.law == "power" else "exp"
-        lines.append(f"{r.stride:>2} {r.state:<8}{r.quantity:<2}{law:<6}"
+        view = getattr(r, "view", "full")
+        lines.append(f"{r.stride:>2} {view:<13}{r.state:<8}{r.quantity:<2}{law:<6}"
                      f"{f'{r.k_min}-{r.k_max}':<6}{fit:>16}{seeds:>18}{th:>11}"
                      f"{r.predicted:>+10.3f}")
     return "\n".join(lines)
