@@ -12,7 +12,9 @@ Layout of ``out``::
 
     report.html                       the report (self-contained)
     reproduce.json                    the command, the presets, times, provenance
-    <figure>/runs/<hash>/             the sweep's run folders (diffeosense.experiments.run)
+    runs/<hash>/                      the sweep's run folders (diffeosense.experiments.run),
+                                      shared by the figures: a net trained for one figure
+                                      with the same config is not trained again for another
     <figure>/*.png, *.svg, *.csv      figures and their tables
 """
 
@@ -69,7 +71,7 @@ def _sweep(configs, root: Path, opts: ReproduceOptions) -> int:
     return len(report.failed)
 
 
-def noisy_training(scale: str, out: Path, opts: ReproduceOptions) -> FigureOutput:
+def noisy_training(scale: str, out: Path, runs: Path, opts: ReproduceOptions) -> FigureOutput:
     """Fig. 1: test error against D, G, R at the output of nets trained with noise, and
     rho(eps, X) against the noise level (:mod:`diffeosense.experiments.noisy_training`)."""
     from ..plots.reproduce import plot_noisy_correlations, plot_noisy_scatter, save_png_svg
@@ -78,12 +80,12 @@ def noisy_training(scale: str, out: Path, opts: ReproduceOptions) -> FigureOutpu
 
     cfg = nt.PRESETS[scale]
     configs = nt.run_configs(cfg, device=opts.device, data_root=opts.data_root)
-    failed = _sweep(configs, out / "runs", opts)
-    done = [c for c in configs if (out / "runs" / c.hash() / "done").is_file()]
+    failed = _sweep(configs, runs, opts)
+    done = [c for c in configs if (runs / c.hash() / "done").is_file()]
     if len(done) < 3:
         raise ValueError(f"noisy-training: only {len(done)} of {len(configs)} runs finished "
-                         f"(see error.txt in {out / 'runs'}); re-run the same command to resume")
-    results = nt.results_table(cfg, done, out / "runs")
+                         f"(see error.txt in {runs}); re-run the same command to resume")
+    results = nt.results_table(cfg, done, runs)
     corr = nt.correlation_table(results)
     _write_csv(results, out / "noisy_training_runs.csv")
     _write_csv(corr, out / "noisy_training_correlations.csv")
@@ -114,16 +116,81 @@ def noisy_training(scale: str, out: Path, opts: ReproduceOptions) -> FigureOutpu
     return FigureOutput("noisy-training", figures, cl, cfg.to_dict(), failed_runs=failed)
 
 
+def _trained(name: str, configs, runs: Path, opts: ReproduceOptions) -> int:
+    failed = _sweep(configs, runs, opts)
+    missing = [c.train.model for c in configs if not (runs / c.hash() / "done").is_file()]
+    if missing:
+        raise ValueError(f"{name}: the training runs of {missing} did not finish (see error.txt "
+                         f"in {runs}); re-run the same command to resume")
+    return failed
+
+
+def layerwise(scale: str, out: Path, runs: Path, opts: ReproduceOptions) -> FigureOutput:
+    """Fig. 3: D_k, G_k, R_k at init and trained, original vs channel-shuffled
+    (:mod:`diffeosense.experiments.pooling_figures`, on :func:`diffeosense.pooling_report`)."""
+    from ..plots.reproduce import plot_layerwise, save_png_svg
+    from ..report import ReportFigure
+    from . import pooling_figures as pf
+
+    cfg = pf.PRESETS[scale]
+    configs = pf.run_configs(cfg, device=opts.device, data_root=opts.data_root)
+    failed = _trained("layerwise", configs, runs, opts)
+    table = pf.layerwise_tables(cfg, configs, runs, out, device=opts.device)
+    _write_csv(table, out / "layerwise.csv")
+    title = f"{cfg.training.dataset}, clean training ({scale})"
+    save_png_svg(plot_layerwise(table, title), out / "layerwise")
+    fig = ReportFigure(
+        "layerwise", "Fig. 3: D_k, G_k, R_k layer by layer, original vs channel-shuffled",
+        out / "layerwise.png", table,
+        caption=f"Every layer k of each net, at initialization (grey) and trained (blue); "
+        f"dashed: the geometric mean over {cfg.n_shuffles} copies whose convolutions have their "
+        f"input channels permuted (one permutation per layer). {cfg.n_probes} clean test probes. "
+        "channel_fraction: the share of the log-stability up to layer k that shuffling "
+        "destroys (channel pooling); the rest is spatial pooling.",
+        files=["layerwise/layerwise.svg", "layerwise/layerwise.csv",
+               "layerwise/<net>/<stage>_{pooling,sensitivity,spectra}.csv"])
+    cl = [{**c, "figure": "layerwise"} for c in pf.layerwise_claims(table)]
+    return FigureOutput("layerwise", [fig], cl, cfg.to_dict(), failed_runs=failed)
+
+
+def filter_spectra(scale: str, out: Path, runs: Path, opts: ReproduceOptions) -> FigureOutput:
+    """Fig. 4: Laplacian spectra of the conv filters at init and trained
+    (:func:`diffeosense.pooling.filter_spectra`)."""
+    from ..plots.reproduce import plot_spectra, save_png_svg
+    from ..report import ReportFigure
+    from . import pooling_figures as pf
+
+    cfg = pf.PRESETS[scale]
+    configs = pf.run_configs(cfg, device=opts.device, data_root=opts.data_root)
+    failed = _trained("filter-spectra", configs, runs, opts)
+    full, homo = pf.spectra_tables(configs, runs)
+    _write_csv(full, out / "filter_spectra.csv")
+    _write_csv(homo, out / "filter_spectra_homogeneous.csv")
+    title = f"{cfg.training.dataset}, clean training ({scale})"
+    save_png_svg(plot_spectra(homo, title), out / "filter_spectra")
+    fig = ReportFigure(
+        "filter-spectra", "Fig. 4: filter spectra, homogeneous share at init and trained",
+        out / "filter_spectra.png", homo,
+        caption="For every conv layer, the share of the filters' power on the eigenvalue-0 "
+        "(homogeneous) eigenvector of the kernel grid's Laplacian, at initialization and "
+        "trained; dotted: a white filter (1/K). The full spectra (every eigenvalue) are in "
+        "filter_spectra.csv.",
+        files=["filter_spectra/filter_spectra.svg", "filter_spectra/filter_spectra.csv"])
+    cl = [{**c, "figure": "filter-spectra"} for c in pf.spectra_claims(homo)]
+    return FigureOutput("filter-spectra", [fig], cl, cfg.to_dict(), failed_runs=failed)
+
+
 def _write_csv(df, path: Path) -> Path:
     from .._io import write_text
 
     return write_text(path, df.to_csv(index=False))
 
 
-# Figures are registered only when the engines they need are there (layer-wise, filter spectra
-# and scale detection come with the pooling and scale-detection engines).
-FIGURES: dict[str, Callable[[str, Path, ReproduceOptions], FigureOutput]] = {
+# Every registered figure runs; a figure whose engine is not in the library is not registered.
+FIGURES: dict[str, Callable[[str, Path, Path, ReproduceOptions], FigureOutput]] = {
     "noisy-training": noisy_training,
+    "layerwise": layerwise,
+    "filter-spectra": filter_spectra,
 }
 
 
@@ -148,7 +215,7 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
         t0 = time.perf_counter()
         if opts.progress:
             print(f"reproduce {name} --scale {scale}", flush=True)
-        fo = FIGURES[name](scale, out / name.replace("-", "_"), opts)
+        fo = FIGURES[name](scale, out / name.replace("-", "_"), out / "runs", opts)
         fo.seconds = time.perf_counter() - t0
         outputs.append(fo)
     prov = provenance()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ._save import save_figure
 
-__all__ = ["plot_noisy_scatter", "plot_noisy_correlations", "save_png_svg"]
+__all__ = ["plot_noisy_scatter", "plot_noisy_correlations", "plot_layerwise", "plot_spectra",
+           "save_png_svg"]
 
 _QUANTITIES = (("D", "$D_f$"), ("G", "$G_f$"), ("R", "$R_f$"))
 
@@ -94,4 +95,61 @@ def plot_noisy_correlations(corr, title: str | None = None):
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_layerwise(table, title: str | None = None):
+    """D_k, G_k, R_k against depth (one row of panels per net): init and trained, original
+    (solid) and channel-shuffled (dashed, geometric mean over the copies), log scale.
+
+    table: columns ``model, stage, depth, D, D_shuffled, G, G_shuffled, R, R_shuffled``.
+    """
+    from matplotlib.figure import Figure
+
+    models = list(dict.fromkeys(table["model"]))
+    fig = Figure(figsize=(12, 3.2 * len(models)), layout="constrained")
+    axes = fig.subplots(len(models), 3, squeeze=False)
+    colours = {"init": "tab:gray", "trained": "tab:blue"}
+    for r, m in enumerate(models):
+        for c, (q, label) in enumerate(_QUANTITIES):
+            ax = axes[r][c]
+            for stage in ("init", "trained"):
+                t = table[(table["model"] == m) & (table["stage"] == stage)].sort_values("depth")
+                ax.plot(t["depth"], t[q], "-", color=colours[stage], label=f"{stage}")
+                ax.plot(t["depth"], t[f"{q}_shuffled"], "--", color=colours[stage],
+                        label=f"{stage}, channels shuffled")
+            ax.set_yscale("log")
+            ax.set_xlabel("layer depth k")
+            ax.set_ylabel(f"{label[:-1]}k$".replace("_f", "_"))
+            ax.set_title(m, fontsize=9)
+            ax.grid(alpha=0.3, which="both")
+        axes[r][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_spectra(homogeneous, title: str | None = None):
+    """The homogeneous (lambda = 0) share of the filters of every conv layer, at init and
+    trained, beside the value of a white filter (1/K); one panel per net.
+
+    homogeneous: columns ``model, stage, layer, fraction, white``.
+    """
+    models = list(dict.fromkeys(homogeneous["model"]))
+    fig, axes = _figure(len(models))
+    for ax, m in zip(axes, models, strict=True):
+        h = homogeneous[homogeneous["model"] == m]
+        for stage, colour in (("init", "tab:gray"), ("trained", "tab:blue")):
+            t = h[h["stage"] == stage]
+            ax.plot(range(1, len(t) + 1), t["fraction"], "o-", color=colour, label=stage)
+        t = h[h["stage"] == "init"]
+        ax.plot(range(1, len(t) + 1), t["white"], ":", color="k", label="white filter (1/K)")
+        ax.set_xlabel("conv layer")
+        ax.set_ylabel("homogeneous share of the filter power")
+        ax.set_title(m, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
     return fig
