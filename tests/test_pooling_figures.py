@@ -29,7 +29,8 @@ def _long(model, stage, D, G, R, Ds, cf):
     return [{"model": model, "stage": stage, "layer": n, "depth": k, "kind": "x", "D": d,
              "D_shuffled": s, "G": g, "G_shuffled": g, "R": r, "R_shuffled": r,
              "channel_fraction": c}
-            for k, (n, d, g, r, s, c) in enumerate(zip(["input", "1", "output"], D, G, R, Ds, cf))]
+            for k, (n, d, g, r, s, c) in enumerate(
+                zip(["input", "1", "output"], D, G, R, Ds, cf, strict=True))]
 
 
 def test_layerwise_claims_follow_the_numbers():
