@@ -54,3 +54,130 @@ def test_dataclass_from_dict_refuses_unknown_keys():
     assert dataclass_from_dict(DataConfig, {"name": "mnist", "P": 10}).P == 10
     with pytest.raises(ValueError, match=r"unknown DataConfig keys: \['noize'\]"):
         DataConfig.from_dict({"name": "mnist", "noize": 1.0})  # a typo is never dropped
+
+
+# -- run_lock ---------------------------------------------------------------------------------
+
+_HOLD = (
+    "import sys, time\n"
+    "from diffeosense._io import run_lock\n"
+    "with run_lock(sys.argv[1]):\n"
+    "    print('locked', flush=True)\n"
+    "    sys.stdin.readline()\n"
+)
+
+
+@pytest.fixture
+def held_by_other_process(tmp_path):
+    """A folder whose lock a live subprocess holds until the test ends."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "locked"
+    yield folder, proc.pid
+    proc.stdin.close()
+    proc.wait(timeout=60)
+
+
+def test_run_lock_refuses_a_live_owner_and_names_it(held_by_other_process):
+    import socket
+
+    from diffeosense._io import RunFolderBusy, run_lock
+
+    folder, pid = held_by_other_process
+    with pytest.raises(RunFolderBusy, match=rf"in use by process {pid} on host "
+                       rf"'{socket.gethostname()}'.*delete .*\.diffeosense\.lock"):  # fmt: skip
+        with run_lock(folder):
+            pass
+    assert json.loads((folder / ".diffeosense.lock").read_text())["pid"] == pid  # untouched
+
+
+def test_run_lock_takes_over_stale_locks(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from diffeosense._io import LOCK_NAME, _proc_start, run_lock
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    lock = tmp_path / LOCK_NAME
+    host = socket.gethostname()
+    stale_owners = [
+        {"pid": int(dead), "host": host},  # the process is gone
+        # a live pid that another process now uses (its start time differs)
+        {"pid": os.getpid(), "host": host, "start": "not-" + str(_proc_start(os.getpid()))},
+    ]
+    if _proc_start(os.getpid()) is None:
+        stale_owners.pop()  # no /proc: pid reuse cannot be told apart here
+    for owner in stale_owners:
+        lock.write_text(json.dumps(owner))
+        with run_lock(tmp_path) as held:
+            assert json.loads(lock.read_text())["pid"] == os.getpid() == held.owner["pid"]
+        assert not lock.exists()  # released
+
+
+def test_run_lock_another_host_is_busy(tmp_path):
+    from diffeosense._io import LOCK_NAME, RunFolderBusy, run_lock
+
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "node-elsewhere-17"}))
+    with pytest.raises(RunFolderBusy, match="node-elsewhere-17"):
+        with run_lock(tmp_path):
+            pass
+
+
+def test_run_lock_is_reentrant_per_thread_and_released_on_error(tmp_path):
+    import threading
+
+    from diffeosense._io import LOCK_NAME, RunFolderBusy, run_lock
+
+    errors = []
+
+    def other_thread():
+        try:
+            with run_lock(tmp_path):
+                pass
+        except RunFolderBusy as e:
+            errors.append(e)
+
+    with pytest.raises(KeyError):
+        with run_lock(tmp_path):
+            with run_lock(str(tmp_path) + "/"):  # same folder, same thread: fine
+                t = threading.Thread(target=other_thread)
+                t.start()
+                t.join()
+            assert (tmp_path / LOCK_NAME).exists()  # the inner exit keeps the outer's lock
+            raise KeyError("boom")
+    assert len(errors) == 1 and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_run_lock_bad_folders_fail_before_any_work(tmp_path):
+    from diffeosense._io import run_lock
+
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        with run_lock(f):
+            pass
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        with pytest.raises(PermissionError, match="not writable"):
+            with run_lock(ro):
+                pass
+
+
+def test_clean_stale_temporaries(tmp_path):
+    from diffeosense._io import clean_stale_temporaries
+
+    (tmp_path / "checkpoints").mkdir()
+    tmps = [tmp_path / ".metrics.jsonl.a1.tmp", tmp_path / "checkpoints" / ".last.pt.b2.tmp"]
+    keep = [tmp_path / "checkpoints" / "last.pt", tmp_path / "x.tmp.json"]
+    for p in tmps + keep:
+        p.write_text("x")
+    assert sorted(clean_stale_temporaries(tmp_path)) == sorted(tmps)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in tmps)

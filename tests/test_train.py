@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 import torch
@@ -124,38 +123,61 @@ def test_load_checkpoint_roundtrip(tiny_run):
     assert info0["epoch"] == 0 and not _states_equal(init, res.model)
 
 
-def test_kill_and_resume_is_bit_exact(tiny_run, tmp_path):
+_KILLER = """
+import json, os, signal, sys, torch
+torch.set_num_threads(int(sys.argv[2]))
+import diffeosense._io as io_
+import diffeosense.train as T
+where = sys.argv[4]
+calls = 0
+real_loss, real_write = T._loss_and_errors, io_.atomic_write
+
+def loss_then_die(out, y, loss):  # 32 training batches + 1 test batch per epoch
+    global calls
+    calls += 1
+    if where == "mid-epoch" and calls == 33 + 16:  # the 16th batch of epoch 2
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_loss(out, y, loss)
+
+def write_then_die(path, write):
+    if where == "mid-write" and path.name == "last.pt" and path.with_name(
+            "epoch_0002.pt").exists():
+        def half(f):  # half of epoch 2's last.pt reaches the temporary file, then the kill
+            f.write(b"x" * 1000); f.flush(); os.fsync(f.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_write(path, half)
+    return real_write(path, write)
+
+T._loss_and_errors, io_.atomic_write = loss_then_die, write_then_die
+T.train(T.TrainConfig.from_dict(json.loads(sys.argv[3])), sys.argv[1], progress=False)
+"""
+
+
+@pytest.mark.parametrize("where", ["mid-epoch", "mid-write"])
+def test_kill_and_resume_is_bit_exact(tiny_run, tmp_path, where):
+    """SIGKILL at a point the test chooses (the 16th batch of epoch 2, or half-way through
+    writing epoch 2's last.pt); the resumed run cleans the temporaries and ends with the
+    uninterrupted run's weights and metrics."""
     ref_dir, ref = tiny_run
     out = tmp_path / "killed"
-    script = (
-        "import json, sys, torch\n"
-        "torch.set_num_threads(int(sys.argv[2]))\n"
-        "from diffeosense.train import TrainConfig, train\n"
-        "train(TrainConfig.from_dict(json.loads(sys.argv[3])), sys.argv[1], progress=False)\n"
-    )
     cfg_json = json.dumps(TrainConfig(**TINY).to_dict())
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(out), str(torch.get_num_threads()), cfg_json],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLER, str(out), str(torch.get_num_threads()), cfg_json, where],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600,
     )  # fmt: skip
-    first = out / "checkpoints" / "epoch_0001.pt"
-    t0 = time.time()
-    while not first.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() - t0 < 240, "training subprocess made no progress"
-        time.sleep(0.01)
-    time.sleep(0.2)  # well inside epoch 2
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     done = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"]
-    assert done < 3, "the run finished before the kill: the test proves nothing"
+    assert done == 1
+    tmps = list(out.rglob(".*.tmp"))
+    assert len(tmps) == (1 if where == "mid-write" else 0)
+    assert (out / ".diffeosense.lock").exists()  # the killed run's lock: stale, taken over
     res = train(TrainConfig(**TINY), out, resume=True, progress=False)
     assert _states_equal(res.model, ref.model)
     ref_lines = [json.loads(s) for s in (ref_dir / "metrics.jsonl").read_text().splitlines()]
     lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     strip = lambda ms: [{k: v for k, v in m.items() if k != "time"} for m in ms]  # noqa: E731
     assert strip(lines) == strip(ref_lines)  # no lost or duplicated epoch
+    assert not list(out.rglob(".*.tmp")) and not (out / ".diffeosense.lock").exists()
 
 
 class _Interrupt(nn.Module):
@@ -308,3 +330,121 @@ def test_cli_trains_embedded_mnist(tmp_path, capsys):
     with pytest.raises(FileNotFoundError):
         _cli(["--data", "svhn", "--data-root", str(tmp_path), "--no-download", "--out",
               str(tmp_path / "x"), "--no-progress"])  # fmt: skip
+
+
+class _NanInEval(nn.Module):
+    """A net that trains normally but answers NaN in eval mode (a non-finite test loss)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = create_model("simplecnn", in_channels=1, num_classes=2, depth=1, width=4)
+
+    def forward(self, x):
+        out = self.net(x)
+        return out if self.training else out * float("nan")
+
+
+def test_non_finite_test_loss_stops_and_keeps_last_finite_checkpoint(tmp_path):
+    x, y = _blobs(64, 0)
+    xt, yt = _blobs(32, 1)
+    net = _NanInEval()
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05)
+    with pytest.raises(ValueError, match=r"diverged at epoch 1 \(test loss nan\).*Lower"):
+        fit(net, (x, y), (xt, yt), cfg, tmp_path / "run", progress=False)
+    info = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", model=_NanInEval())[2]
+    assert info["epoch"] == 0 and not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_huge_lr_is_a_clear_error_at_the_first_non_finite_batch(tmp_path, capsys):
+    from diffeosense.cli import main
+
+    out = tmp_path / "lenet"
+    argv = ["train", "--model", "lenet", "--P", "256", "--epochs", "2", "--batch-size", "32",
+            "--lr", "1e6", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "diverged at epoch 1 (train loss of batch" in err and "--lr" in err
+    assert len(err.strip().splitlines()) == 1
+    assert load_checkpoint(out / "checkpoints" / "last.pt")[2]["epoch"] == 0
+    assert not (out / "summary.json").exists()
+
+
+def test_loss_explosion_in_the_first_epoch_warns():
+    """A linear net that separates the blobs, tested on flipped labels: its test loss grows
+    with the logit scale, ~lr x 100 after one epoch (a robust fact, unlike the chaotic
+    trajectory of a ReLU net at a high lr); with the true labels the loss falls."""
+    import warnings
+
+    x, y = _blobs(256, 0)
+    xt, yt = _blobs(64, 1)
+
+    def run(lr, labels):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+        cfg = TrainConfig(epochs=1, batch_size=32, lr=lr, schedule="constant")
+        return fit(net, (x, y), (xt, labels), cfg, progress=False)
+
+    with pytest.warns(T.LossExplosionWarning, match="exploded in the first epoch"):
+        res = run(1.0, 1 - yt)
+    assert res.final["test_loss"] > 10 * 0.69
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", T.LossExplosionWarning)
+        res = run(0.05, yt)
+    assert res.final["test_loss"] < 0.69
+
+
+def test_concurrent_run_into_the_same_folder_is_refused(tmp_path, capsys):
+    """A second run into a folder that a live run holds fails at once with one line, and
+    writes nothing (the first run's files are never mixed with its own)."""
+    from diffeosense._io import run_lock
+    from diffeosense.cli import main
+
+    out = tmp_path / "run"
+    locked, release = threading.Event(), threading.Event()
+
+    def first_run():
+        with run_lock(out):
+            locked.set()
+            release.wait(60)
+
+    t = threading.Thread(target=first_run)
+    t.start()
+    try:
+        locked.wait(60)
+        argv = ["train", "--model", "lenet", "--P", "64", "--epochs", "1", "--out", str(out),
+                "--no-progress"]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("diffeosense train: error: run folder") and "in use by" in err
+        assert len(err.splitlines()) == 1
+        assert sorted(p.name for p in out.iterdir()) == [".diffeosense.lock"]
+    finally:
+        release.set()
+        t.join()
+    assert main(argv) == 0  # free again
+
+
+class _DeleteFolderAt(nn.Module):
+    """Wraps a net; deletes ``folder`` at forward call ``at`` (a user's rm -r mid-run)."""
+
+    def __init__(self, net: nn.Module, folder, at: int):
+        super().__init__()
+        self.net, self.folder, self.at, self.calls = net, folder, at, 0
+
+    def forward(self, x):
+        import shutil
+
+        self.calls += 1
+        if self.calls == self.at:
+            shutil.rmtree(self.folder)
+        return self.net(x)
+
+
+def test_output_folder_vanishing_mid_run_is_an_error(tmp_path):
+    x, y = _blobs(64, 0)
+    net = create_model("simplecnn", in_channels=1, num_classes=2, depth=1, width=4)
+    out = tmp_path / "run"
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05)
+    with pytest.raises(FileNotFoundError, match="vanished during the run"):
+        fit(_DeleteFolderAt(net, out, at=6), (x, y), None, cfg, out, progress=False)
+    assert not out.exists()  # not re-created holding half a run

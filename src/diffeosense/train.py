@@ -40,6 +40,7 @@ import json
 import math
 import pickle
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._io import dataclass_from_dict, to_jsonable, write_bytes, write_json, write_text
+from ._io import (
+    RunLock,
+    clean_stale_temporaries,
+    dataclass_from_dict,
+    run_lock,
+    to_jsonable,
+    write_bytes,
+    write_json,
+    write_text,
+)
 from .data import DataConfig, ImageDataset, load_dataset
 from .models import create_model
 from .provenance import config_hash, provenance
@@ -63,6 +73,7 @@ __all__ = [
     "build_model",
     "load_checkpoint",
     "CHECKPOINT_FORMAT",
+    "LossExplosionWarning",
 ]
 
 CHECKPOINT_FORMAT = "diffeosense.checkpoint/1"
@@ -402,6 +413,209 @@ def _as_dataset(train: Any, test: Any, cfg: TrainConfig) -> ImageDataset:
     return ImageDataset.from_tensors(x, y, xt, yt, name=cfg.data.name, config=cfg.data)
 
 
+@dataclass
+class _Run:
+    """The state of one training run that the steps of :func:`fit` share."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    data: ImageDataset
+    cfg: TrainConfig
+    cfg_dict: dict[str, Any]
+    spec: dict[str, Any]
+    prov: dict[str, Any]
+    device: torch.device
+    out_dir: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "error": None})
+    lock: RunLock | None = None  # held on out_dir for the whole run
+    start: int = 1  # the first epoch still to run
+    stopped: str = "epochs"
+    initial_loss: float | None = None  # loss of the first batch, on the initial weights
+
+    @property
+    def ckdir(self) -> Path | None:
+        return self.out_dir / "checkpoints" if self.out_dir is not None else None
+
+    @property
+    def has_test(self) -> bool:
+        return self.data.x_test is not None
+
+    def payload(self, epoch: int) -> bytes:
+        return _serialize(_payload(epoch, self.model, self.opt, self.cfg, self.cfg_dict,
+                                   self.spec, self.history, self.best, self.prov))  # fmt: skip
+
+
+class LossExplosionWarning(UserWarning):
+    """The loss after the first epoch is far above the loss at initialization: the learning
+    rate is probably too high for this model and data (training may still recover)."""
+
+
+# An epoch-1 loss this many times the initial loss is an explosion, not noise: a healthy
+# first epoch lowers the loss, and even BatchNorm nets evaluated with young running
+# statistics stay within a few times ln(K).
+_EXPLOSION_FACTOR = 10.0
+
+
+def _diverged(run: _Run, epoch: int, what: str, value: float) -> ValueError:
+    where = f" in {run.ckdir}" if run.ckdir is not None else ""
+    return ValueError(
+        f"training diverged at epoch {epoch} ({what} {value}); the last finite checkpoint "
+        f"(epoch {epoch - 1}) is kept{where}. Lower the learning rate (--lr)."
+    )
+
+
+def _start_or_resume(run: _Run, resume: bool) -> None:
+    """A new run writes config.json, init.pt and last.pt (epoch 0); ``resume`` restores the
+    model, optimizer, history and best from last.pt. Refuses to overwrite an existing run."""
+    if run.out_dir is None:
+        return
+    out_dir, ckdir = run.out_dir, run.ckdir
+    # We hold the folder's lock: any temporary in it is the remains of a killed writer.
+    clean_stale_temporaries(out_dir)
+    last = ckdir / "last.pt"
+    if last.exists() and not resume:
+        raise ValueError(
+            f"{out_dir} already holds a run ({last}); pass resume=True (--resume) to "
+            f"continue it, or choose another output folder"
+        )
+    if last.exists():
+        ckpt = _read_checkpoint(last, map_location=run.device)
+        diff = _config_diff(ckpt["config"], run.cfg_dict)
+        if diff:
+            raise ValueError(
+                f"cannot resume {out_dir}: the config differs from the checkpoint's: "
+                + "; ".join(diff)
+            )
+        _load_state(run.model, ckpt["model_state"], last, f"the {run.cfg.model} being resumed")
+        run.opt.load_state_dict(ckpt["optimizer_state"])
+        run.history = list(ckpt["history"])
+        run.best = dict(ckpt["best"])
+        run.start = int(ckpt["epoch"]) + 1
+    else:
+        write_json(
+            out_dir / "config.json",
+            {"config": run.cfg_dict, "config_hash": config_hash(run.cfg_dict),
+             "model_spec": run.spec, "provenance": run.prov},
+        )  # fmt: skip
+        blob = run.payload(0)
+        write_bytes(ckdir / "init.pt", blob)
+        write_bytes(ckdir / "last.pt", blob)
+    _write_metrics(out_dir, run.history)
+    if run.history and run.cfg.stop_at_zero_loss and run.history[-1].get("train_eval_loss") == 0.0:
+        run.stopped, run.start = "zero_loss", run.cfg.epochs + 1
+
+
+def _train_one_epoch(run: _Run, epoch: int, drop_last: bool, bar: Any) -> dict[str, Any]:
+    """One pass of SGD over the shuffled training set; all its randomness from (seed, epoch).
+    Stops at the first batch whose loss is not finite, before that step changes the weights."""
+    cfg, model, opt, device = run.cfg, run.model, run.opt, run.device
+    lr = cfg.lr_at(epoch)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    g = torch.Generator().manual_seed(_derive_seed(cfg.seed, epoch, "train"))
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    err_sum = torch.zeros((), dtype=torch.int64, device=device)
+    n = 0
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    # Dropout and any other op on the global RNG: seeded per epoch, then restored.
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(_derive_seed(cfg.seed, epoch, "global"))
+        batches = run.data.batches("train", cfg.batch_size, shuffle=True, generator=g,
+                                   drop_last=drop_last)  # fmt: skip
+        for i, (xb, yb) in enumerate(batches):
+            out = model(xb)
+            loss, errs = _loss_and_errors(out, yb, cfg.loss)
+            if not bool(torch.isfinite(loss.detach())):
+                raise _diverged(run, epoch, f"train loss of batch {i + 1}", loss.item())
+            if run.initial_loss is None:
+                run.initial_loss = loss.item()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach().double() * len(yb)
+            err_sum += errs
+            n += len(yb)
+            bar.update(1)
+    return {"epoch": epoch, "lr": lr, "train_loss": float(loss_sum) / n,
+            "train_error": int(err_sum) / n}  # fmt: skip
+
+
+def _evaluate_epoch(run: _Run, epoch: int, metrics: dict[str, Any]) -> None:
+    """Add the test metrics and (with ``stop_at_zero_loss``) the full-pass training metrics;
+    every noise draw from its own (seed, epoch, purpose) generator."""
+    cfg = run.cfg
+    if run.has_test:
+        gt = torch.Generator().manual_seed(_derive_seed(cfg.seed, epoch, "test"))
+        ev = evaluate(run.model, run.data, "test", cfg.loss, cfg.eval_batch_size, gt)
+        metrics.update(test_loss=ev["loss"], test_error=ev["error"])
+    if cfg.stop_at_zero_loss:
+        # The running mean of the epoch mixes weights of different steps (and momentum or
+        # decay may move them after a zero-loss batch): decide on a full pass.
+        ge = torch.Generator().manual_seed(_derive_seed(cfg.seed, epoch, "train-eval"))
+        ev = evaluate(run.model, run.data, "train", cfg.loss, cfg.eval_batch_size, ge)
+        metrics.update(train_eval_loss=ev["loss"], train_eval_error=ev["error"])
+
+
+def _check_losses(run: _Run, epoch: int, metrics: dict[str, Any]) -> None:
+    """Refuse an epoch with a non-finite loss (nothing of it is saved); warn once when the
+    first epoch's loss exploded above the initial loss."""
+    for key in ("train_loss", "test_loss", "train_eval_loss"):
+        if key in metrics and not math.isfinite(metrics[key]):
+            raise _diverged(run, epoch, key.replace("_", " "), metrics[key])
+    key = "test_loss" if run.has_test else "train_loss"
+    if epoch == 1 and run.initial_loss is not None and run.initial_loss > 0:
+        if metrics[key] > _EXPLOSION_FACTOR * run.initial_loss:
+            warnings.warn(
+                f"the loss exploded in the first epoch: {key.replace('_', ' ')} "
+                f"{metrics[key]:.4g} after epoch 1 vs {run.initial_loss:.4g} at "
+                f"initialization (lr {run.cfg.lr_value:g}); the learning rate is probably too "
+                f"high for {run.cfg.model} on this data: try a lower --lr",
+                LossExplosionWarning, stacklevel=4,
+            )  # fmt: skip
+
+
+def _record_epoch(run: _Run, metrics: dict[str, Any]) -> bool:
+    """Append the epoch to the history; returns whether it is the new best (lowest test
+    error, training error without a test set)."""
+    run.history.append(metrics)
+    score = metrics["test_error"] if run.has_test else metrics["train_error"]
+    improved = run.best["error"] is None or score < run.best["error"]
+    if improved:
+        run.best = {"epoch": metrics["epoch"], "error": score}
+    return improved
+
+
+def _checkpoint_epoch(run: _Run, epoch: int, improved: bool, done: bool) -> None:
+    """epoch_XXXX.pt (every keep_every epochs and the last), best.pt, then last.pt, the
+    commit point: a run killed before it resumes this epoch from scratch."""
+    if run.ckdir is None:
+        return
+    run.lock.check()  # never re-create a vanished folder with half a run in it
+    blob = run.payload(epoch)
+    keep = run.cfg.keep_every > 0 and (epoch % run.cfg.keep_every == 0 or done)
+    if keep:
+        write_bytes(run.ckdir / f"epoch_{epoch:04d}.pt", blob)
+    if improved:
+        write_bytes(run.ckdir / "best.pt", blob)
+    write_bytes(run.ckdir / "last.pt", blob)  # the commit point: written last
+    _write_metrics(run.out_dir, run.history)
+
+
+def _write_summary(run: _Run, result: TrainResult) -> None:
+    if run.out_dir is None:
+        return
+    run.lock.check()
+    write_json(
+        run.out_dir / "summary.json",
+        {"model": run.cfg.model, "data": run.cfg.data.name, "epochs_run": len(run.history),
+         "stopped": run.stopped, "final": result.final,
+         "best": {"epoch": run.best["epoch"], "error": run.best["error"]},
+         "config_hash": config_hash(run.cfg_dict), "provenance": run.prov},
+    )  # fmt: skip
+
+
 def fit(
     model: nn.Module,
     train: ImageDataset | tuple[torch.Tensor, torch.Tensor],
@@ -433,156 +647,72 @@ def fit(
 
     Returns a :class:`TrainResult` with the final model. The best checkpoint is the one with
     the lowest test error (training error when there is no test set).
-    """
-    from tqdm.auto import tqdm
 
+    Raises ValueError at the first non-finite loss (the last finite checkpoint is kept) and
+    warns (:class:`LossExplosionWarning`) when the first epoch's loss (test, else train) is
+    more than 10 times the loss of the first batch on the initial weights.
+    """
     cfg = cfg or TrainConfig()
     device = _resolve_device(cfg.device)
     data = _as_dataset(train, test, cfg).to(device)
     _check_labels(data, cfg.loss)
     model.to(device)
-    opt = _make_optimizer(model, cfg)
     spec = model_spec or {"name": cfg.model, "kwargs": dict(cfg.model_kwargs)}
-    spec = {**spec, "class": type(model).__name__}
-    has_test = data.x_test is not None
-    cfg_dict = cfg.to_dict()
-    # Plain JSON values only (torch.__version__ is a str subclass): loadable with weights_only.
-    prov = json.loads(json.dumps(to_jsonable(provenance()), default=str))
+    run = _Run(
+        model=model, opt=_make_optimizer(model, cfg), data=data, cfg=cfg,
+        cfg_dict=cfg.to_dict(), spec={**spec, "class": type(model).__name__},
+        # Plain JSON values only (torch.__version__ is a str subclass): loadable with
+        # weights_only.
+        prov=json.loads(json.dumps(to_jsonable(provenance()), default=str)),
+        device=device, out_dir=Path(out_dir) if out_dir is not None else None,
+    )  # fmt: skip
+    if run.out_dir is None:
+        return _fit_steps(run, resume, progress)
+    with run_lock(run.out_dir) as run.lock:
+        return _fit_steps(run, resume, progress)
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": None, "error": None}
-    start = 1
-    ckdir = Path(out_dir) / "checkpoints" if out_dir is not None else None
-    if ckdir is not None:
-        last = ckdir / "last.pt"
-        if last.exists() and not resume:
-            raise ValueError(
-                f"{out_dir} already holds a run ({last}); pass resume=True (--resume) to "
-                f"continue it, or choose another output folder"
-            )
-        if last.exists():
-            ckpt = _read_checkpoint(last, map_location=device)
-            diff = _config_diff(ckpt["config"], cfg_dict)
-            if diff:
-                raise ValueError(
-                    f"cannot resume {out_dir}: the config differs from the checkpoint's: "
-                    + "; ".join(diff)
-                )
-            _load_state(model, ckpt["model_state"], last, f"the {cfg.model} being resumed")
-            opt.load_state_dict(ckpt["optimizer_state"])
-            history = list(ckpt["history"])
-            best = dict(ckpt["best"])
-            start = int(ckpt["epoch"]) + 1
-        else:
-            write_json(
-                Path(out_dir) / "config.json",
-                {"config": cfg_dict, "config_hash": config_hash(cfg_dict),
-                 "model_spec": spec, "provenance": prov},
-            )  # fmt: skip
-            blob = _serialize(_payload(0, model, opt, cfg, cfg_dict, spec, history, best, prov))
-            write_bytes(ckdir / "init.pt", blob)
-            write_bytes(ckdir / "last.pt", blob)
-        _write_metrics(Path(out_dir), history)
+
+def _fit_steps(run: _Run, resume: bool, progress: bool) -> TrainResult:
+    """The steps of :func:`fit`, in order, on a locked (or no) run folder."""
+    from tqdm.auto import tqdm
+
+    cfg, data = run.cfg, run.data
+    _start_or_resume(run, resume)
 
     nb = data.num_batches("train", cfg.batch_size)
     # A last batch of a single image breaks BatchNorm in train mode: drop it in that case.
     drop_last = len(data.x_train) % cfg.batch_size == 1 and len(data.x_train) > 1
     bar = tqdm(
-        total=cfg.epochs * nb, initial=(start - 1) * nb, disable=not progress,
+        total=cfg.epochs * nb, initial=(run.start - 1) * nb, disable=not progress,
         desc=f"train {cfg.model}", unit="batch", dynamic_ncols=True,
     )  # fmt: skip
-    stopped = "epochs"
-    if history and cfg.stop_at_zero_loss and history[-1].get("train_eval_loss") == 0.0:
-        stopped = "zero_loss"
-        start = cfg.epochs + 1
-    cuda_devices = [device.index or 0] if device.type == "cuda" else []
     try:
-        for epoch in range(start, cfg.epochs + 1):
+        for epoch in range(run.start, cfg.epochs + 1):
             t0 = time.perf_counter()
-            lr = cfg.lr_at(epoch)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            g = torch.Generator().manual_seed(_derive_seed(cfg.seed, epoch, "train"))
-            model.train()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            err_sum = torch.zeros((), dtype=torch.int64, device=device)
-            n = 0
-            # Dropout and any other op on the global RNG: seeded per epoch, then restored.
-            with torch.random.fork_rng(devices=cuda_devices):
-                torch.manual_seed(_derive_seed(cfg.seed, epoch, "global"))
-                for xb, yb in data.batches("train", cfg.batch_size, shuffle=True, generator=g,
-                                           drop_last=drop_last):  # fmt: skip
-                    out = model(xb)
-                    loss, errs = _loss_and_errors(out, yb, cfg.loss)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    loss_sum += loss.detach().double() * len(yb)
-                    err_sum += errs
-                    n += len(yb)
-                    bar.update(1)
-            train_loss = float(loss_sum) / n
-            if not math.isfinite(train_loss):
-                raise ValueError(
-                    f"training diverged at epoch {epoch} (train loss {train_loss}); the last "
-                    f"good checkpoint is kept"
-                    f"{' in ' + str(ckdir) if ckdir else ''}. Lower the learning rate (--lr)."
-                )
-            metrics: dict[str, Any] = {
-                "epoch": epoch, "lr": lr, "train_loss": train_loss,
-                "train_error": int(err_sum) / n,
-            }  # fmt: skip
-            if has_test:
-                gt = torch.Generator().manual_seed(_derive_seed(cfg.seed, epoch, "test"))
-                ev = evaluate(model, data, "test", cfg.loss, cfg.eval_batch_size, gt)
-                metrics.update(test_loss=ev["loss"], test_error=ev["error"])
-            if cfg.stop_at_zero_loss:
-                # The running mean above mixes weights of different steps (and momentum or
-                # decay may move them after a zero-loss batch): decide on a full pass.
-                ge = torch.Generator().manual_seed(_derive_seed(cfg.seed, epoch, "train-eval"))
-                ev = evaluate(model, data, "train", cfg.loss, cfg.eval_batch_size, ge)
-                metrics.update(train_eval_loss=ev["loss"], train_eval_error=ev["error"])
+            metrics = _train_one_epoch(run, epoch, drop_last, bar)
+            _evaluate_epoch(run, epoch, metrics)
+            _check_losses(run, epoch, metrics)
             metrics["time"] = time.perf_counter() - t0
-            history.append(metrics)
-            score = metrics["test_error"] if has_test else metrics["train_error"]
-            improved = best["error"] is None or score < best["error"]
-            if improved:
-                best = {"epoch": epoch, "error": score}
+            improved = _record_epoch(run, metrics)
             bar.set_postfix(
-                loss=f"{train_loss:.3g}", err=f"{metrics['train_error']:.3f}",
-                **({"test_err": f"{metrics['test_error']:.3f}"} if has_test else {}),
+                loss=f"{metrics['train_loss']:.3g}", err=f"{metrics['train_error']:.3f}",
+                **({"test_err": f"{metrics['test_error']:.3f}"} if run.has_test else {}),
             )  # fmt: skip
             done = epoch == cfg.epochs
             if cfg.stop_at_zero_loss and metrics["train_eval_loss"] == 0.0:
-                stopped, done = "zero_loss", True
-            if ckdir is not None:
-                blob = _serialize(
-                    _payload(epoch, model, opt, cfg, cfg_dict, spec, history, best, prov)
-                )
-                keep = cfg.keep_every > 0 and (epoch % cfg.keep_every == 0 or done)
-                if keep:
-                    write_bytes(ckdir / f"epoch_{epoch:04d}.pt", blob)
-                if improved:
-                    write_bytes(ckdir / "best.pt", blob)
-                write_bytes(ckdir / "last.pt", blob)  # the commit point: written last
-                _write_metrics(Path(out_dir), history)
+                run.stopped, done = "zero_loss", True
+            _checkpoint_epoch(run, epoch, improved, done)
+            # The epoch is complete and committed (last.pt): per-epoch observers go here.
             if done:
                 break
     finally:
         bar.close()
 
     result = TrainResult(
-        model=model, history=history, best_epoch=best["epoch"], best_error=best["error"],
-        stopped=stopped, out_dir=Path(out_dir) if out_dir is not None else None,
+        model=run.model, history=run.history, best_epoch=run.best["epoch"],
+        best_error=run.best["error"], stopped=run.stopped, out_dir=run.out_dir,
     )  # fmt: skip
-    if out_dir is not None:
-        write_json(
-            Path(out_dir) / "summary.json",
-            {"model": cfg.model, "data": cfg.data.name, "epochs_run": len(history),
-             "stopped": stopped, "final": result.final,
-             "best": {"epoch": best["epoch"], "error": best["error"]},
-             "config_hash": config_hash(cfg_dict), "provenance": prov},
-        )  # fmt: skip
+    _write_summary(run, result)
     return result
 
 

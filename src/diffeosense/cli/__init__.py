@@ -2,11 +2,17 @@
 
 Each module in ``_COMMANDS`` defines ``register(subparsers)`` which adds its
 sub-command(s) and sets ``func`` on the parsed namespace.
+
+Errors. The library's expected errors (a bad value, a missing file, a folder in use, no
+permission, no space left) reach the user as one line ``diffeosense CMD: error: ...`` and
+exit code 2, as argparse's own usage errors do; ``--debug`` (before or after the command)
+shows the traceback instead. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -30,10 +36,34 @@ def build_parser() -> argparse.ArgumentParser:
         "diffeomorphisms (D), to white noise (G) and their ratio R = D/G, layer by layer.",
     )
     parser.add_argument("--version", action="version", version=f"diffeosense {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMANDS:
         importlib.import_module(name).register(sub)
+    for p in sub.choices.values():
+        # SUPPRESS: a sub-command's default must not override a --debug given before it.
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error")  # fmt: skip
     return parser
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from .._io import RunFolderBusy
+
+    # OSError covers FileNotFoundError, PermissionError, NotADirectoryError and ENOSPC.
+    return (ValueError, OSError, RunFolderBusy)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an expected error: an OSError says what failed on which file."""
+    if isinstance(e, OSError) and e.strerror and e.filename and e.args[1:2] == (e.strerror,):
+        msg = f"{e.strerror}: {e.filename}"
+        if e.errno == errno.ENOSPC:
+            msg += " (free some space or write elsewhere; finished files are intact)"
+    else:
+        msg = str(e) or type(e).__name__
+    return " ".join(msg.split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        # Bad input reaches the user as one clear line, not a traceback.
-        print(f"diffeosense {args.command}: error: {e}", file=sys.stderr)
+    except _expected_errors() as e:
+        if args.debug:
+            raise
+        print(f"diffeosense {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

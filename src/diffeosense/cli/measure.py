@@ -106,6 +106,14 @@ def _layers(spec: str):
 
 
 def run_measure(args: argparse.Namespace) -> int:
+    from .._io import run_lock
+
+    # The lock checks --out (a file, not writable, in use) before any work.
+    with run_lock(args.out):
+        return _measure_locked(args)
+
+
+def _measure_locked(args: argparse.Namespace) -> int:
     import torch
 
     from ..sensitivity import measure

@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--array-parallelism", type=int, default=None,
                    help="array tasks running at once (default --workers, else SLURM's)")
     s.add_argument("--cluster", choices=["slurm", "local"], default=None,
-                   help="submitit cluster (default: SLURM when sbatch exists; 'local' runs the "
-                   "same jobs as local subprocesses)")
+                   help="submitit cluster (default slurm, needs sbatch; 'local' runs the same "
+                   "jobs as local subprocesses)")
     p.set_defaults(func=run_sweep_cmd)
 
     c = subparsers.add_parser(

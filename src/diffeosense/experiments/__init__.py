@@ -7,6 +7,10 @@ finished pieces are skipped on a re-run.
 * :mod:`diffeosense.experiments.demo`: train a small CNN on embedded digits, measure D, G, R.
 * :mod:`diffeosense.experiments.scale_detection`: the paper's 1D scale-detection nets, with
   and without stride, against the theory of spatial pooling (``diffeosense.theory``).
+* :mod:`diffeosense.experiments.run`: the sweep unit, ``RunConfig`` -> train, measure, ``done``.
+* :mod:`diffeosense.experiments.sweep`: sweep files (TOML/YAML grids) -> runs; ``run_sweep``.
+* :mod:`diffeosense.experiments.backends`: where runs execute (local pool, Ray, SLURM).
+* :mod:`diffeosense.experiments.collect`: every finished run in one tidy table.
 
 Modules are imported on demand (``from diffeosense.experiments.scale_detection import run``)
 so that one experiment's imports never slow down or break another's.

@@ -14,9 +14,9 @@ shared filesystem on a cluster).
   ``address`` (``"auto"``, ``"host:port"``) or, with no address, on a local Ray started and
   stopped here. Needs ``pip install 'diffeosense[ray]'``.
 * ``slurm``: one SLURM array job via submitit (``partition``, ``time_min``, ``gpus``,
-  ``cpus``, ``mem_gb``, ``array_parallelism``); ``cluster="local"`` runs the same jobs as
-  local subprocesses through submitit's local executor (what the tests use). Job logs go to
-  ``root/_submitit/``. Needs ``pip install 'diffeosense[slurm]'``.
+  ``cpus``, ``mem_gb``, ``array_parallelism``), from a machine with ``sbatch``;
+  ``cluster="local"`` runs the same jobs as local subprocesses through submitit's local
+  executor (what the tests use). Job logs go to ``root/_submitit/``. Needs ``pip install 'diffeosense[slurm]'``.
 
 >>> sorted(BACKENDS)
 ['local', 'ray', 'slurm']
@@ -164,8 +164,8 @@ def slurm_backend(
 
     ``partition``, ``time_min`` (the job's time limit), ``gpus`` (per task), ``cpus`` (per
     task, also its torch threads), ``mem_gb`` and ``array_parallelism`` (tasks running at
-    once; default ``workers``) map to sbatch options; ``cluster``: None (SLURM when
-    ``sbatch`` exists), ``"slurm"``, or ``"local"`` (submitit's local executor, same
+    once; default ``workers``) map to sbatch options; ``cluster``: ``"slurm"``
+    (default; needs ``sbatch``) or ``"local"`` (submitit's local executor, same
     semantics, for testing). A task killed by its time limit leaves a resumable folder:
     submit the sweep again.
     """
@@ -173,10 +173,19 @@ def slurm_backend(
         import submitit
     except ImportError:
         raise _missing_extra("slurm", "submitit") from None
+    import shutil
+
     from submitit.helpers import as_completed
 
     from .sweep import execute_unit
 
+    cluster = cluster or "slurm"
+    if cluster not in ("slurm", "local"):
+        raise ValueError(f"cluster must be 'slurm' or 'local', got {cluster!r}")
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise ValueError("the slurm backend found no `sbatch` on this machine: run the sweep "
+                         "from a SLURM login node, or pass cluster='local' (--cluster local) "
+                         "to run the same jobs here")
     ex = submitit.AutoExecutor(folder=Path(root) / "_submitit" / "%j", cluster=cluster)
     params: dict[str, Any] = {"timeout_min": int(time_min), "cpus_per_task": int(cpus),
                               "gpus_per_node": int(gpus), "name": "diffeosense-sweep"}
@@ -192,7 +201,8 @@ def slurm_backend(
     jobs = ex.map_array(execute_unit, cfg_dicts, [root] * n, [int(cpus)] * n)
     index = {job.job_id: i for i, job in enumerate(jobs)}
     outcomes: list[dict[str, Any] | None] = [None] * n
-    for job in as_completed(jobs):
+    # The local executor's jobs are cheap to poll; SLURM's are polled through sacct.
+    for job in as_completed(jobs, poll_frequency=1 if ex.cluster == "local" else 10):
         i = index[job.job_id]
         try:
             outcomes[i] = job.result()

@@ -123,15 +123,20 @@ def load_table(path: str | Path):
     meta = json.loads(side.read_text()) if side.is_file() else {}
     dtypes = meta.get("dtypes", {})
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    if suffix != ".csv":
+    if suffix not in (".csv", ".parquet"):
         raise ValueError(f"unknown table format {path.suffix!r}: use .csv or .parquet")
-    text = {c for c, t in dtypes.items() if t == "object"}
-    df = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=True)
-    for c in text & set(df.columns):
-        df[c] = df[c].astype(object).where(df[c].notna(), None)
-    for c, t in dtypes.items():
-        if c in df and t != "object" and str(df[c].dtype) != t:
-            df[c] = df[c].astype(t)
+    if suffix == ".parquet":
+        df = pd.read_parquet(path)
+    else:
+        text = {c for c, t in dtypes.items() if t == "object"}
+        df = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=True)
+        for c in text & set(df.columns):
+            df[c] = df[c].astype(object).where(df[c].notna(), None)
+        for c, t in dtypes.items():
+            if c in df and t != "object" and str(df[c].dtype) != t:
+                df[c] = df[c].astype(t)
+    if meta and (meta.get("rows") != len(df) or list(dtypes) != list(df.columns)):
+        raise ValueError(f"{path} does not match its sidecar {side.name} ({len(df)} rows and "
+                         f"{len(df.columns)} columns, the sidecar says {meta.get('rows')} and "
+                         f"{len(dtypes)}): the table was changed or truncated; collect again")
     return df

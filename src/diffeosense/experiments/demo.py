@@ -59,13 +59,19 @@ def _measure(ckpt: Path, x, cfg: DemoConfig, label: str):
 
 def run(cfg: DemoConfig, out_dir: str | Path) -> dict[str, Any]:
     """Train, measure at init and after training, plot; returns the summary dict."""
+    from .._io import run_lock
+
+    with run_lock(out_dir):  # one process per run folder; a second gets RunFolderBusy
+        return _run_locked(cfg, Path(out_dir))
+
+
+def _run_locked(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     from .._io import write_json
     from ..data import DataConfig, load_dataset
     from ..plots.sensitivity import plot_sensitivity
     from ..provenance import provenance
     from ..train import TrainConfig, train
 
-    out = Path(out_dir)
     data_cfg = DataConfig(name=cfg.data, seed=cfg.seed)
     tcfg = TrainConfig(
         model=cfg.model, model_kwargs=dict(cfg.model_kwargs), data=data_cfg, epochs=cfg.epochs,
@@ -90,7 +96,7 @@ def run(cfg: DemoConfig, out_dir: str | Path) -> dict[str, Any]:
         "config": asdict(cfg),
         "test_error": result.final.get("test_error") if result.final else None,
         "layers": _headline(init, trained),
-        "files": sorted(p.name for p in out.iterdir()),
+        "files": sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
         "provenance": provenance(),
     }
     write_json(out / "summary.json", summary)

@@ -15,6 +15,7 @@ the results: ``train.device``, ``train.data.root``, ``train.data.download``)::
     sensitivity_<stage>.csv        one tidy table per stage (init, trained, best) ...
     sensitivity_<stage>.meta.json  ... with its sidecar (measure config, provenance, run hash)
     error.txt                      the traceback of the last failed attempt (sweep runner)
+    .diffeosense.lock              while a process works on the run (``_io.run_lock``)
     done                           JSON: hash, stages, test error, time; written last
 
 >>> from diffeosense.train import TrainConfig
@@ -195,14 +196,19 @@ def run(cfg: RunConfig, root: str | Path, *, progress: bool = False) -> Path:
     3. ``done``: JSON ``{"hash", "stages", "test_error", "train_error", "epochs_run",
        "time"}``, written last.
 
+    The run holds its folder with :func:`diffeosense._io.run_lock` while it works: a second
+    process running the same config meanwhile gets :class:`~diffeosense._io.RunFolderBusy`.
+
     The tables hold, per layer (x view x channel), ``D = E||f(tau x) - f(x)||^2 /
     E||f(x1) - f(x2)||^2``, ``G`` (same with matched noise) and ``R = D / G`` (see
     :func:`~diffeosense.sensitivity.measure`). Use :func:`load_run` or
     :func:`diffeosense.experiments.collect.collect` to read them back.
     """
+    from .._io import run_lock
+
     folder = run_dir(cfg, root)
-    folder.mkdir(parents=True, exist_ok=True)
-    _run_in(cfg, folder, progress)
+    with run_lock(folder):  # one process per run; a second gets RunFolderBusy
+        _run_in(cfg, folder, progress)
     return folder
 
 

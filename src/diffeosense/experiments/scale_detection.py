@@ -583,14 +583,20 @@ def run(cfg: ScaleDetectionExperiment | None = None, out_dir: str | Path = "runs
     Returns:
         :class:`ScaleDetectionResult` with the tables (also in the run folder).
     """
+    cfg = cfg or preset("small")
+    root = Path(out_dir) / f"scale-detection-{cfg.folder_hash()}"
+    with _io.run_lock(root):  # one process per run folder; a second gets RunFolderBusy
+        return _run_locked(cfg, root, progress)
+
+
+def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool
+                ) -> ScaleDetectionResult:  # fmt: skip
     import pandas as pd
     from tqdm.auto import tqdm
 
     from ..data.scale_detection import make_scale_detection
     from ..sensitivity import SensitivityResult, aggregate
 
-    cfg = cfg or preset("small")
-    root = Path(out_dir) / f"scale-detection-{cfg.folder_hash()}"
     data = make_scale_detection(cfg.data_config())
     if len(data.x_test) < 2:
         raise ValueError("the test split holds fewer than 2 pairs: the sensitivities need "

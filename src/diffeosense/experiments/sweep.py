@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import dataclass_from_dict, write_json, write_text
+from .._io import RunFolderBusy, dataclass_from_dict, write_json, write_text
 from .run import RunConfig, run, run_dir, run_status
 
 __all__ = [
@@ -210,7 +210,9 @@ def execute_unit(cfg_dict: dict[str, Any], root: str, threads: int | None = None
 
     Returns ``{"hash", "status", "seconds", "error"}``: status ``"done"`` (ran now),
     ``"skipped"`` (already done), or ``"failed"`` (the traceback is written to
-    ``error.txt`` in the run folder, and its last line is ``error``).
+    ``error.txt`` in the run folder, and its last line is ``error``; a run whose folder is
+    locked by another live process fails with ``error`` starting ``"busy:"`` and its folder
+    is left untouched).
     """
     if threads is not None:
         import torch
@@ -225,6 +227,8 @@ def execute_unit(cfg_dict: dict[str, Any], root: str, threads: int | None = None
         return out
     try:
         run(cfg, root)
+    except RunFolderBusy as e:  # another live process works on it: leave its folder alone
+        out.update(status="failed", error=f"busy: {e}")
     except Exception as e:  # noqa: BLE001 - one failing run must not stop the sweep
         tb = traceback.format_exc()
         folder.mkdir(parents=True, exist_ok=True)
@@ -283,10 +287,23 @@ def run_sweep(
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    dicts = [c.to_dict() for c in configs]
     runner = backends.get_backend(backend)
-    outcomes = runner(dicts, str(root), workers=workers, on_result=on_result, **backend_options)
-    report = SweepReport(root, outcomes)
+    # Finished units are not dispatched at all (execute_unit checks again, for races).
+    outcomes: list[dict[str, Any] | None] = [None] * len(configs)
+    todo = []
+    for i, c in enumerate(configs):
+        if run_status(run_dir(c, root)) == "done":
+            outcomes[i] = {"hash": c.hash(), "status": "skipped", "seconds": 0.0, "error": None}
+            if on_result is not None:
+                on_result(outcomes[i])
+        else:
+            todo.append(i)
+    if todo:
+        ran = runner([configs[i].to_dict() for i in todo], str(root), workers=workers,
+                     on_result=on_result, **backend_options)
+        for i, o in zip(todo, ran, strict=True):
+            outcomes[i] = o
+    report = SweepReport(root, outcomes)  # type: ignore[arg-type]
     write_json(root / "sweep.json", {"backend": backend, "counts": report.counts(),
                                      "outcomes": outcomes, "provenance": provenance()})
     return report

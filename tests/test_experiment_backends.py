@@ -1,0 +1,167 @@
+"""Backends: the same two-run sweep on a local process pool, on a real local Ray head, and as
+a SLURM array through submitit's local executor gives the same table; a missing extra names
+its install command.
+
+The Ray head is started by the test (``ray start --head --block`` on 127.0.0.1, 2 CPUs, a
+100 MB object store, no dashboard) in its own session and stopped by signalling that process
+(its shutdown stops the raylet and workers); the sweep connects to it with ``--address``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffeosense.experiments.backends import get_backend, local_backend
+from diffeosense.experiments.collect import collect
+from diffeosense.experiments.sweep import expand, parse_sweep, run_sweep
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+TOML = """
+[grid]
+model = ["simplecnn"]
+seed = [0, 1]
+P = [200]
+epochs = [1]
+lr = [0.05]
+[train]
+batch_size = 50
+eval_batch_size = 500
+[measure]
+layers = "all"
+n_probes = 20
+measure_kwargs = { batch_size = 10 }
+[model_kwargs.simplecnn]
+depth = 1
+width = 4
+"""
+SPEC = tomllib.loads(TOML)
+NUM = ["D", "G", "R", "D_se", "G_se", "R_se", "num_D", "num_G", "denominator"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
+            "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    key = ["run", "stage", "depth", "view", "channel"]
+    a = a.sort_values(key).reset_index(drop=True)
+    b = b.sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) > 0
+    pd.testing.assert_frame_equal(a.drop(columns=NUM + ["test_error", "train_error"]),
+                                  b.drop(columns=NUM + ["test_error", "train_error"]))
+    # Other processes and thread counts may round the kernels differently: a margin.
+    np.testing.assert_allclose(a[NUM].to_numpy(float), b[NUM].to_numpy(float), rtol=1e-4,
+                               atol=1e-9)
+    np.testing.assert_allclose(a.test_error, b.test_error, atol=0.01)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The local backend, one run after the other in this process."""
+    root = tmp_path_factory.mktemp("local")
+    report = run_sweep(expand(parse_sweep(SPEC)), root, "local", workers=1)
+    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0}
+    return collect(root)
+
+
+def test_local_pool_equals_in_process(reference, tmp_path):
+    """A pool of 2 spawned workers (1 thread each) gives the in-process table."""
+    report = run_sweep(expand(parse_sweep(SPEC)), tmp_path, "local", workers=2)
+    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0}
+    _same(collect(tmp_path), reference)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_head_gives_the_local_table(reference, tmp_path):
+    pytest.importorskip("ray")
+    ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    assert ray_bin, "the ray command is not installed beside this Python"
+    port = _free_port()
+    # A short temp dir of its own: Ray's socket paths must stay under 107 characters, and
+    # another Ray on this machine is left alone.
+    temp = tempfile.mkdtemp(prefix="dsray", dir="/tmp")
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--num-cpus=2", "--object-store-memory=100000000", "--include-dashboard=false",
+         "--disable-usage-stats", f"--temp-dir={temp}"],
+        env=_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(TOML)
+    try:
+        args = [sys.executable, "-c", "import sys; from diffeosense.cli import main; "
+                "sys.exit(main(sys.argv[1:]))", "sweep", str(cfg), "--out",
+                str(tmp_path / "ray"), "--backend", "ray", "--address", f"127.0.0.1:{port}"]
+        # The head takes a few seconds to come up: retry the connection, not the runs.
+        deadline = time.monotonic() + 120
+        while True:
+            out = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=300)
+            if out.returncode == 0 or "cannot reach the Ray cluster" not in out.stderr:
+                break
+            assert head.poll() is None, "the Ray head exited"
+            assert time.monotonic() < deadline, out.stderr
+            time.sleep(2)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "2 ran, 0 already done, 0 failed" in out.stdout
+    finally:
+        head.send_signal(signal.SIGTERM)  # ray start --block shuts its processes down
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+    _same(collect(tmp_path / "ray"), reference)
+
+
+def test_slurm_through_submitit_local_executor(reference, tmp_path):
+    pytest.importorskip("submitit")
+    report = run_sweep(expand(parse_sweep(SPEC)), tmp_path, "slurm", cluster="local",
+                       time_min=10, cpus=1, partition="ignored-locally", array_parallelism=2)
+    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0}, report.outcomes
+    assert (tmp_path / "_submitit").is_dir()  # submitit's job logs
+    _same(collect(tmp_path), reference)
+    # Re-submitting skips the finished runs.
+    again = run_sweep(expand(parse_sweep(SPEC)), tmp_path, "slurm", cluster="local")
+    assert again.counts() == {"done": 0, "skipped": 2, "failed": 0}
+
+
+@pytest.mark.parametrize("backend, module, extra", [("ray", "ray", "ray"),
+                                                    ("slurm", "submitit", "slurm")])
+def test_missing_extra_names_the_install_command(monkeypatch, tmp_path, backend, module, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(ValueError, match=rf"pip install 'diffeosense\[{extra}\]'"):
+        get_backend(backend)([], str(tmp_path))
+
+
+def test_slurm_without_sbatch_is_a_clear_error(monkeypatch, tmp_path):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    with pytest.raises(ValueError, match="no `sbatch`.*--cluster local"):
+        get_backend("slurm")([{}], str(tmp_path))
+
+
+def test_bad_backend_options(tmp_path):
+    with pytest.raises(ValueError, match="unknown backend 'dask'"):
+        get_backend("dask")
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        local_backend([{}], str(tmp_path), workers=0)
+

@@ -1,0 +1,115 @@
+"""The run unit: a pure function of its config that composes train and measure.
+
+Checked: a run writes its tables and the ``done`` marker into its hash folder; its init-stage
+table equals ``measure`` on the seeded initialization computed independently (the unit adds no
+computation of its own); a finished run is not re-run (attempt counter, marker untouched);
+``probe_noise`` corrupts the probes (the trained net's table changes, the sidecar says so);
+validation refuses unknown keys, measure options and stages; the folder hash ignores where a
+run executes and follows what it computes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from diffeosense.data import DataConfig, load_dataset
+from diffeosense.experiments.run import RunConfig, load_run, run, run_dir, run_status
+from diffeosense.sensitivity import measure
+from diffeosense.train import TrainConfig, build_model
+
+
+def tiny(**kw) -> RunConfig:
+    train = TrainConfig(model="simplecnn", model_kwargs={"depth": 1, "width": 4},
+                        data=DataConfig(P=200), epochs=1, batch_size=50, lr=0.05,
+                        eval_batch_size=500)
+    kw = {"layers": "all", "n_probes": 20, "measure_kwargs": {"batch_size": 10}, **kw}
+    return RunConfig(train=train, **kw)
+
+
+def test_run_writes_tables_and_done_and_init_equals_direct_measure(tmp_path):
+    cfg = tiny()
+    folder = run_dir(cfg, tmp_path)
+    assert run_status(folder) == "new"
+    assert run(cfg, tmp_path) == folder
+    assert run_status(folder) == "done"
+    done = json.loads((folder / "done").read_text())
+    assert done["hash"] == cfg.hash() == folder.name and done["stages"] == ["init", "trained"]
+    r = load_run(folder)
+    assert r["config"] == cfg
+    init, trained = r["tables"]["init"], r["tables"]["trained"]
+    assert init.config["stage"] == "init" and init.config["epoch"] == 0
+    assert trained.config["epoch"] == 1 and trained.config["run"] == cfg.hash()
+
+    # Independently: the seeded initialization and the same probes through measure().
+    data = load_dataset(cfg.train.data)
+    model, _ = build_model(cfg.train, data)
+    ref = measure(model, data.x_test[:20], layers="all", n_probes=20, seed=0, batch_size=10)
+    a, b = init.to_frame(), ref.to_frame()
+    assert list(a.layer) == list(b.layer)
+    np.testing.assert_allclose(a[["D", "G", "R"]].to_numpy(), b[["D", "G", "R"]].to_numpy(),
+                               rtol=1e-5)
+    # Training moved the weights: the trained table differs from the init one.
+    assert not np.allclose(trained.to_frame().D, a.D, rtol=1e-3)
+
+
+def test_finished_run_is_not_rerun(tmp_path):
+    cfg = tiny(stages=["init"])
+    folder = run(cfg, tmp_path)
+    stamp = (folder / "done").stat().st_mtime_ns
+    table = (folder / "sensitivity_init.csv").stat().st_mtime_ns
+    run(cfg, tmp_path)
+    assert json.loads((folder / "attempts.json").read_text())["attempts"] == 1
+    assert (folder / "done").stat().st_mtime_ns == stamp
+    assert (folder / "sensitivity_init.csv").stat().st_mtime_ns == table
+
+
+def test_probe_noise_changes_the_probes(tmp_path):
+    clean = load_run(run(tiny(stages=["trained"], layers="output"), tmp_path))
+    noisy_cfg = tiny(stages=["trained"], layers="output", probe_noise=3.0)
+    noisy = load_run(run(noisy_cfg, tmp_path))
+    a, b = clean["tables"]["trained"], noisy["tables"]["trained"]
+    assert b.config["probe_noise"] == 3.0 and a.config["probe_noise"] == 0.0
+    # The same trained weights (same train config) ...
+    assert clean["done"]["test_error"] == noisy["done"]["test_error"]
+    # ... measured on other probes: a norm-3 corruption of unit-variance 28x28 images
+    # changes the output-layer statistics well beyond rounding.
+    assert abs(a["output"].G - b["output"].G) > 1e-3 * a["output"].G
+    # "train": the training noise norm.
+    cfg = tiny(probe_noise="train")
+    cfg.train.data.noise = 0.7
+    assert cfg.probe_noise_value == 0.7
+
+
+def test_validation_refuses_bad_configs():
+    d = tiny().to_dict()
+    with pytest.raises(ValueError, match="unknown RunConfig keys.*lyers"):
+        RunConfig.from_dict({**d, "lyers": "all"})
+    with pytest.raises(ValueError, match="unknown TrainConfig keys.*epoch"):
+        RunConfig.from_dict({**d, "train": {**d["train"], "epoch": 3}})
+    with pytest.raises(ValueError, match="unknown DataConfig keys.*noize"):
+        RunConfig.from_dict({**d, "train": {**d["train"], "data": {"noize": 1.0}}})
+    with pytest.raises(ValueError, match="unknown measure_kwargs.*statistc"):
+        tiny(measure_kwargs={"statistc": "median"})
+    with pytest.raises(ValueError, match="measure_kwargs.*seed"):
+        tiny(measure_kwargs={"seed": 3})  # a RunConfig field: set it there
+    with pytest.raises(ValueError, match="stages"):
+        tiny(stages=["final"])
+    with pytest.raises(ValueError, match="probe_noise"):
+        tiny(probe_noise="test")
+    with pytest.raises(ValueError, match="probe_noise"):
+        tiny(probe_noise=-1.0)
+
+
+def test_hash_ignores_where_a_run_executes():
+    a = tiny()
+    b = RunConfig.from_dict(a.to_dict())
+    b.train.device, b.train.data.root = "auto", "/somewhere/else"
+    assert a.hash() == b.hash()
+    for change in ({"seed": 1}, {"n_probes": 30}, {"layers": "output"}, {"channels": True}):
+        assert RunConfig.from_dict({**a.to_dict(), **change}).hash() != a.hash()
+    c = RunConfig.from_dict(a.to_dict())
+    c.train.data.noise = 0.5
+    assert c.hash() != a.hash()
