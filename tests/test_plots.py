@@ -82,3 +82,24 @@ def test_cli_measure_writes_table_config_and_png(tmp_path):
     assert res.config["model"] == "lenet" and res.config["n_probes"] == 16
     assert res.layers[0] == "input" and res.layers[-1] == "output"
     assert (tmp_path / "sensitivity.png").stat().st_size > 10_000
+
+
+def test_pooling_figures(tmp_path):
+    from diffeosense.plots.pooling import plot_pooling, plot_spectra
+    from diffeosense.pooling import filter_spectra, pooling_report
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                        nn.ReLU(), nn.Conv2d(4, 4, 1), nn.AdaptiveAvgPool2d(1))
+    x = torch.rand(10, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    shift = lambda t, g: torch.roll(t, 1, dims=-1)  # noqa: E731
+    rep = pooling_report(net, x, n_shuffles=2, n_probes=10, perturbation=shift)
+    fig = plot_pooling(rep, rep, path=tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    assert [ax.get_yscale() for ax in fig.axes] == ["log", "log", "log", "linear"]
+    tops = [p.get_y() + p.get_height() for p in fig.axes[3].patches]
+    assert max(tops) <= 1.0 + 1e-9  # spatial + channel shares stack to at most 1
+    plot_pooling(pooling_report(net, x, n_shuffles=0, n_probes=10, perturbation=shift))
+    fig = plot_spectra(rep.spectra, filter_spectra(net), path=tmp_path / "s.png")
+    assert len(fig.axes) == 1 + 2  # summary + one panel per 3x3 layer (the 1x1 is skipped)
+    with pytest.raises(ValueError, match="no convolution with a spatial extent"):
+        plot_spectra(filter_spectra(nn.Sequential(nn.Conv2d(1, 2, 1))))

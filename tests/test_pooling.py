@@ -304,7 +304,12 @@ def test_channel_pooling_by_hand_and_shuffling_destroys_it():
     assert table.stability["1"] == pytest.approx(math.log(12 / 7), rel=1e-4)
     assert table.channel_fraction["1"] == pytest.approx(1.0)   # all of it was channel pooling
     assert table.channel_fraction["0"] == 0.0                  # no stability to share at layer 1
+    assert table.channel_fraction["input"] == 0.0
     assert table.D_shuffled["1"] == pytest.approx(1.0, rel=1e-5)
+    # K copies with equal D: the mean of their logs may round; the input still has nothing lost
+    three = _pooling_table(orig, [shuf] * 3, None, 1e-12).set_index("layer")
+    assert three.channel_fraction["input"] == 0.0 and three.stability["input"] == 0.0
+    assert three.channel_fraction["1"] == pytest.approx(1.0)
     # a permutation that keeps the pairs keeps the stability: nothing is lost
     keep = {"1": ChannelPermutation(torch.tensor([[2, 3, 0, 1]]))}
     same = measure(shuffle_channels(net, permutations=keep), x, **kw)

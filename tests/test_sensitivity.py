@@ -184,6 +184,19 @@ def test_results_do_not_depend_on_batch_size_or_repeat():
     np.testing.assert_allclose(a.to_frame()[["D", "G"]], b.to_frame()[["D", "G"]], rtol=1e-12)
 
 
+@pytest.mark.parametrize("statistic", ["mean", "median"])
+def test_measure_on_device_matches_cpu(device, statistic):  # conftest: cpu, and cuda if present
+    x = images(12).double()
+    net = small_cnn().double()
+    kw = dict(n_probes=12, batch_size=5, seed=2, channels=True, statistic=statistic)
+    ref = measure(net, x, **kw).to_frame()
+    got = measure(net, x, device=device, **kw).to_frame()
+    assert next(net.parameters()).device.type == "cpu"  # moved back after the measurement
+    assert list(got.layer) == list(ref.layer)
+    np.testing.assert_allclose(got[["D", "G", "R", "D_se", "G_se"]],
+                               ref[["D", "G", "R", "D_se", "G_se"]], rtol=1e-6)
+
+
 def test_generator_gives_replayable_seed():
     x = images(12)
     r1 = measure(small_cnn(), x, n_probes=12, generator=torch.Generator().manual_seed(9))

@@ -25,6 +25,16 @@ from .layers import Layer, LayerTap, list_layers, select_layers
 from .models import create_model, list_models, register_model
 from .noise import matched_noise, sample_noise
 from .perturbations import MaxEntDiffeo, Perturbation, as_perturbation, list_perturbations
+from .pooling import (
+    ChannelPermutation,
+    FilterSpectra,
+    PoolingReport,
+    filter_spectra,
+    laplacian_eigenbasis,
+    pooling_report,
+    sample_permutations,
+    shuffle_channels,
+)
 from .sensitivity import MeasureConfig, SensitivityResult, aggregate, measure
 from .testing import assert_diffeo_stable
 
@@ -58,6 +68,15 @@ __all__ = [
     "list_layers",
     "select_layers",
     "assert_diffeo_stable",
+    # spatial vs channel pooling
+    "filter_spectra",
+    "FilterSpectra",
+    "laplacian_eigenbasis",
+    "shuffle_channels",
+    "sample_permutations",
+    "ChannelPermutation",
+    "pooling_report",
+    "PoolingReport",
     # models (data, training and theory live in diffeosense.data, .train, .theory)
     "create_model",
     "list_models",

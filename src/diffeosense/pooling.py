@@ -71,6 +71,7 @@ __all__ = [
 ]
 
 _EIG_TOL = 1e-9
+_LOG_TOL = 1e-9  # differences of ln D below this are rounding, not stability
 SPECTRA_COLUMNS = ["layer", "depth", "conv", "module", "kernel", "groups", "in_channels",
                    "out_channels", "n_slices", "eigenvalue", "multiplicity", "power", "fraction",
                    "note"]
@@ -602,8 +603,9 @@ def _pooling_table(original, shuffled: list, spectra: FilterSpectra | None, d_fl
         stab_sh = ref - float(lo_sh.mean()) if len(lo_sh) else math.nan
         row["stability"], row["stability_shuffled"] = stab, stab_sh
         if math.isfinite(stab) and math.isfinite(stab_sh):
-            lost = max(stab - stab_sh, 0.0)
-            kept = max(stab_sh, 0.0)
+            # Below _LOG_TOL the logs are equal up to rounding (e.g. the mean of K equal logs).
+            lost = stab - stab_sh if stab - stab_sh > _LOG_TOL else 0.0
+            kept = stab_sh if stab_sh > _LOG_TOL else 0.0
             row["channel_fraction"] = lost / (lost + kept) if lost + kept > 0 else 0.0
             row["spatial_fraction"] = 1.0 - row["channel_fraction"]
         else:
@@ -632,7 +634,7 @@ def pooling_report(model: nn.Module, data, *, n_shuffles: int = 3, seed: int = 0
 
         stability          S_k  = l(D_input) - l(D_k)          (original net)
         stability_shuffled S'_k = l(D_input) - mean_copies l(D'_k)
-        lost = max(S_k - S'_k, 0)      kept = max(S'_k, 0)
+        lost = max(S_k - S'_k, 0)      kept = max(S'_k, 0)     (below 1e-9: 0, rounding)
         channel_fraction = lost / (lost + kept)   (0 when lost = kept = 0: nothing to share)
         spatial_fraction = 1 - channel_fraction
 
@@ -680,6 +682,7 @@ def pooling_report(model: nn.Module, data, *, n_shuffles: int = 3, seed: int = 0
         example = example.to(torch.get_default_dtype())
     home = next((t.device for t in model.parameters()), torch.device("cpu"))
     spectra = filter_spectra(model, example.to(home), method=method)
+    spectra.config.update(_io.to_jsonable(meta or {}))
     kw = dict(layers=layers, perturbation=perturbation, n_probes=n_probes,
               batch_size=batch_size, seed=seed, device=device, channels=True, **measure_kw)
     original = measure(model, data, meta=meta, **kw)

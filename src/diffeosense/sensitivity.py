@@ -308,6 +308,12 @@ class _ViewAcc:
         if self.block.n:
             self.moments.merge(self.block)
             self.block = StreamingMoments(self.moments.shift)
+        # The summaries (bootstrap, tables) run on the host: bring the accumulators there once.
+        self.a = [t.cpu() for t in self.a]
+        self.b = [t.cpu() for t in self.b]
+        self.block_dens = [t.cpu() for t in self.block_dens]
+        m = self.moments
+        m.shift, m.s1, m.s2 = (None if t is None else t.cpu() for t in (m.shift, m.s1, m.s2))
 
 
 class _LayerAcc:

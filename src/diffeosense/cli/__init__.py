@@ -24,6 +24,7 @@ _COMMANDS = [
     "diffeosense.cli.scale_detection",
     "diffeosense.cli.sweep",
     "diffeosense.cli.reproduce",
+    "diffeosense.cli.pooling",
 ]
 
 

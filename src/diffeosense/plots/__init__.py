@@ -2,7 +2,9 @@
 
 - :mod:`.sensitivity`: D, G, R against depth (``plot_sensitivity``);
 - :mod:`.diffeo`: an image deformed over a grid of (cut, T) (``plot_diffeo_grid``);
-- :mod:`.scale_detection`: the scale-detection experiment beside the theory.
+- :mod:`.scale_detection`: the scale-detection experiment beside the theory;
+- :mod:`.pooling`: filter spectra by depth and D/G/R of channel-shuffled copies
+  (``plot_spectra``, ``plot_pooling``).
 
 Matplotlib is imported by these modules only, through its object-oriented API (no pyplot), so
 figures are drawn headless and never touch a global backend. This ``__init__`` imports nothing:
