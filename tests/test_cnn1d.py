@@ -91,3 +91,65 @@ def test_trains_to_zero_training_error():
         out = result.model.eval()(data.x_train)
     assert (torch.sign(out) != data.y_train).sum() == 0
     assert result.history[-1]["train_eval_loss"] < 0.5 * result.history[0]["train_eval_loss"]
+
+
+def test_ntk_parametrization_and_mean_field_readout_follow_their_formulas():
+    """y = sqrt(F) act(conv(x, w / sqrt(C_in F)) + b) per layer, GAP, b + (beta . y) / H."""
+    F, H, N = 2, 6, 16
+    for act, fn in (("relu", torch.relu), ("tanh", torch.tanh)):
+        net = create_model("cnn1d", in_channels=1, num_classes=1, depth=3, width=H, filter_size=F, stride=F,
+                           activation=act, parametrization="ntk", readout="mean-field",
+                           init_seed=3)
+        x = torch.randn(4, 1, N, generator=torch.Generator().manual_seed(1))
+        h = x
+        for k in range(1, 4):
+            conv = getattr(net.features, f"conv{k}")
+            assert conv.weight.std() > 0.5  # stored N(0, 1), not pre-scaled
+            c_in = conv.weight.shape[1]
+            h = F ** 0.5 * fn(torch.nn.functional.conv1d(h, conv.weight / (c_in * F) ** 0.5,
+                                                         conv.bias, stride=F))
+        expected = net.readout.bias + h.mean(-1) @ net.readout.weight[0] / H
+        torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-6)
+        assert float(net.readout.bias) == 0.0
+        names = [n for n, _ in net.named_modules() if n]
+        assert names[:3] == ["features", "features.conv1", "features.act1"]
+        from diffeosense.layers import list_layers
+
+        taps = list_layers(net, x)  # tapped as whole layers, not their inner ops
+        assert [t.name for t in taps if t.name.startswith("features")] == [
+            f"features.{kind}{k}" for k in range(1, 4) for kind in ("conv", "act")]
+        assert {t.kind for t in taps if "act" in t.name} == {"activation"}
+
+
+def test_init_from_a_generator_is_deterministic_and_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    kw = dict(in_channels=1, depth=2, width=8, filter_size=2, stride=2)
+    for extra in ({"parametrization": "ntk"}, {"init": "kaiming"}, {"init": "torch"},
+                  {"readout": "mean-field"}):
+        a = create_model("cnn1d", init_seed=5, **kw, **extra)
+        b = create_model("cnn1d", init_seed=5, **kw, **extra)
+        c = create_model("cnn1d", init_seed=6, **kw, **extra)
+        for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters(), strict=True):
+            assert torch.equal(pa, pb)
+            if pa.std() > 0:
+                assert not torch.equal(pa, pc)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    # Scales of the standard-parametrization inits (H = 400 weights: loose statistical bounds).
+    mf = create_model("cnn1d", in_channels=1, depth=1, width=400, filter_size=2,
+                      readout="mean-field", init="kaiming", init_seed=0)
+    assert 0.8 / 400 < float(mf.readout.weight.std()) < 1.2 / 400
+    he = create_model("cnn1d", in_channels=1, depth=2, width=400, filter_size=2,
+                      init="kaiming", init_seed=0)
+    assert 0.9 < float(he.features.conv2.weight.std()) / (2 / 800) ** 0.5 < 1.1
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(parametrization="mup"), "parametrization must be one of"),
+    (dict(readout="wide"), "readout must be one of"),
+    (dict(parametrization="ntk", init="kaiming"), "does not fit"),
+    (dict(init="normal"), "does not fit"),
+    (dict(parametrization="ntk", activation="gelu"), "NTK parametrization"),
+])
+def test_bad_regime_options(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        create_model("cnn1d", in_channels=1, depth=1, width=2, filter_size=2, **kw)

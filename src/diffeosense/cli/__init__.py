@@ -25,6 +25,7 @@ _COMMANDS = [
     "diffeosense.cli.sweep",
     "diffeosense.cli.reproduce",
     "diffeosense.cli.pooling",
+    "diffeosense.cli.scale_detection_2d",
 ]
 
 

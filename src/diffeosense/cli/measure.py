@@ -49,9 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-probes", type=int, default=500, help="test images used (default 500)")
     p.add_argument("--batch-size", type=int, default=128,
                    help="probes per forward pass; does not change the result (default 128)")
-    p.add_argument("--perturbation", default="diffeo",
+    p.add_argument("--perturbation", default=None,
                    help="perturbation spec, e.g. diffeo or diffeo:cut=3,displacement=1.0 "
-                   "(default: the paper's, 1 px displacement, cut 3)")
+                   "(default: the paper's diffeo, 1 px displacement, cut 3; for the "
+                   "scale-detection data, the task's move, pixel-move)")
     p.add_argument("--seed", type=int, default=0, help="seed of diffeos and noise (default 0)")
     p.add_argument("--noise-match", choices=["sample", "batch"], default="sample",
                    help="noise norm matched per image (default) or to the batch mean")
@@ -119,6 +120,7 @@ def _measure_locked(args: argparse.Namespace) -> int:
     from ..sensitivity import measure
 
     meta: dict = {}
+    data_cfg = None
     if args.checkpoint:
         from ..train import load_checkpoint
 
@@ -127,6 +129,8 @@ def _measure_locked(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"no checkpoint {path}")
         model, tcfg, info = load_checkpoint(path)
         data_name = args.data or tcfg.data.name
+        if args.data is None:
+            data_cfg = tcfg.data  # the run's own split (P, seed), e.g. a generated task
         meta.update(model=tcfg.model, checkpoint=str(path), epoch=info.get("epoch"))
     else:
         from ..models import create_model
@@ -134,10 +138,19 @@ def _measure_locked(args: argparse.Namespace) -> int:
         data_name = args.data or "mnist-embedded"
         model = None
         meta.update(model=args.model, model_seed=args.model_seed)
+    import dataclasses
+
     from ..data import DataConfig, load_dataset
 
-    ds = load_dataset(DataConfig(name=data_name, root=args.data_root,
-                                 download=not args.no_download))
+    data_cfg = data_cfg or DataConfig(name=data_name)
+    ds = load_dataset(dataclasses.replace(data_cfg, root=args.data_root or data_cfg.root,
+                                          download=not args.no_download))
+    perturbation = args.perturbation
+    if perturbation is None:
+        from ..data.scale_detection import dataset_perturbation
+
+        perturbation = (dataset_perturbation(data_name)
+                        if data_name.lower().startswith("scale-detection") else "diffeo")
     x = ds.x_test if ds.x_test is not None else ds.x_train
     if model is None:
         # Seeded initialization through a local generator state (never the global seed).
@@ -147,7 +160,7 @@ def _measure_locked(args: argparse.Namespace) -> int:
                                  num_classes=ds.num_classes)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     meta.update(data=data_name, label=meta.get("model"))
-    res = measure(model, x, layers=_layers(args.layers), perturbation=args.perturbation,
+    res = measure(model, x, layers=_layers(args.layers), perturbation=perturbation,
                   n_probes=args.n_probes, batch_size=args.batch_size, seed=args.seed,
                   device=device, noise_match=args.noise_match, noise_rectify=args.noise_rectify,
                   denominator=args.denominator, statistic=args.statistic,

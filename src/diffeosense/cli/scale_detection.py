@@ -8,8 +8,11 @@ from typing import Any
 
 _EXAMPLES = """examples:
   diffeosense scale-detection                          # small preset, 3 seeds, a few minutes
+  diffeosense scale-detection --preset small-stride1   # the unstrided net, same regime
+  diffeosense scale-detection --preset lazy            # the lazy regime, for the contrast
+  diffeosense scale-detection --compare-activations    # relu and tanh runs, G_k side by side
   diffeosense scale-detection --seeds 5 --out runs     # re-uses the seeds already finished
-  diffeosense scale-detection --preset paper --out runs    # H = 1000, N = 256: use a GPU box
+  diffeosense scale-detection --preset paper --out runs    # H = 1000, 10 seeds: a big box
   diffeosense scale-detection --set xi=16 train_size=1024 depths=[16,6] --out runs
 
 Writes runs/scale-detection-<hash>/ (config.json, units/, sensitivity.csv, aggregate.csv,
@@ -46,9 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or the epoch budget), measure again; set the curves beside the exact idealized "
         "pooling net and fit the exponents on the activation layers k >= fit_k_min.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS),
-                   help="small (default: N=64, H=64, P=512, minutes on a CPU) or paper "
-                   "(N=256, H=1000, P=1024)")
+    p.add_argument("--preset", default="small", choices=list(PRESETS),
+                   help="small (default: the feature-learning regime, block task, stride 2, "
+                   "N=128, H=128, minutes on a CPU), small-stride1 (the unstrided net, distance "
+                   "task), paper (small at H=1000, 10 seeds), lazy (standard parametrization, "
+                   "the earlier setting)")
     p.add_argument("--seeds", type=int, default=None,
                    help="number of network seeds 0..n-1 (default: the preset's, 3)")
     p.add_argument("--out", default="runs",
@@ -56,13 +61,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=None, help="channels H of every layer")
     p.add_argument("--epochs", type=int, default=None,
                    help="epoch budget (training stops earlier at zero training loss)")
-    p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.01)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="base SGD learning rate (default 0.01; times H when lr_scaling=width)")
     p.add_argument("--n-probes", type=int, default=None,
                    help="test pairs used as probes (default: the whole test split)")
     p.add_argument("--activation", choices=["relu", "tanh"], default=None,
                    help="activation of every layer (default relu)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", dest="overrides",
                    help=f"override any config field, values parsed as JSON; fields: {fields}")
+    p.add_argument("--compare-activations", action="store_true",
+                   help="run the config with relu and with tanh and draw D_k, G_k, R_k side by "
+                   "side (activations.png, activations_exponents.csv in --out)")
     p.add_argument("--no-plot", action="store_true", help="do not draw scale_detection.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
@@ -91,6 +100,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..experiments.scale_detection import format_exponents, run
 
     cfg = config_from_args(args)
+    if args.compare_activations:
+        return _compare_activations(cfg, args)
     result = run(cfg, args.out, progress=not args.no_progress)
     print(f"run folder: {result.out_dir}")
     print(f"units computed: {len(result.units_run)}, found finished: {len(result.units_skipped)}")
@@ -105,4 +116,32 @@ def _run(args: argparse.Namespace) -> int:
         from ..plots.scale_detection import save_result_figure
 
         print(f"figure: {save_result_figure(result)}")
+    return 0
+
+
+def _compare_activations(cfg, args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .. import _io
+    from ..experiments.scale_detection import format_exponents, run
+
+    results = []
+    for act in ("relu", "tanh"):
+        res = run(dataclasses.replace(cfg, activation=act), args.out,
+                  progress=not args.no_progress)
+        print(f"{act}: run folder {res.out_dir}")
+        print(format_exponents(res.exponents))
+        results.append(res)
+    table = pd.concat([r.exponents.assign(activation=r.config.activation,
+                                          run=r.out_dir.name) for r in results])
+    out = Path(args.out)
+    print(f"table: {_io.write_text(out / 'activations_exponents.csv', table.to_csv(index=False))}")
+    if not args.no_plot:
+        from ..plots.scale_detection import plot_activation_comparison
+
+        plot_activation_comparison(results, path=out / "activations.png")
+        print(f"figure: {out / 'activations.png'}")
     return 0

@@ -14,6 +14,8 @@ _EXAMPLE = """examples:
   diffeosense train --model simplecnn --model-kw depth=6 width=32 pooling=avg --data mnist \\
       --P 1024 --out runs/s
   diffeosense train ... --out runs/v --resume      # continue a killed run exactly
+  diffeosense train --model vgg11 --data scale-detection-2d --P 1024 --lr 0.05 --epochs 300 \
+      --out runs/sd2d    # the 2D task: one output, hinge loss
 """
 
 
@@ -48,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "pooling=avg)")  # fmt: skip
     p.add_argument("--data", default="mnist-embedded",
                    help="dataset: mnist-embedded (default, no download), cifar10, mnist, "
-                   "fashion-mnist, svhn")  # fmt: skip
+                   "fashion-mnist, svhn, scale-detection-2d[:size=28,xi=14,gap=2] (P pairs, "
+                   "test 4P), scale-detection-1d[:size=..]")  # fmt: skip
     p.add_argument("--data-root", default=None,
                    help="folder of the torchvision datasets (default $DIFFEOSENSE_DATA or "
                    "~/.cache/diffeosense/data)")  # fmt: skip
@@ -75,8 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="weight decay on weights only (default 5e-4 for SGD, 0 for Adam)")
     p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],
                    help="learning-rate schedule over the epochs (default cosine)")
-    p.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "hinge"],
-                   help="hinge: binary tasks with labels +-1 and a scalar output")
+    p.add_argument("--loss", default=None, choices=["cross_entropy", "hinge"],
+                   help="hinge: binary tasks with labels +-1 and a scalar output (default: "
+                   "hinge for the scale-detection data, cross_entropy otherwise)")
     p.add_argument("--stop-at-zero-loss", action="store_true",
                    help="stop once an epoch's training loss is exactly zero")
     p.add_argument("--seed", type=int, default=0,
@@ -112,7 +116,9 @@ def _config_from_args(args: argparse.Namespace):
         model=args.model, model_kwargs=_parse_kw(args.model_kw), data=data, epochs=args.epochs,
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
-        loss=args.loss, seed=args.seed, device=args.device, keep_every=args.keep_every,
+        loss=args.loss or ("hinge" if args.data.startswith("scale-detection") else
+                           "cross_entropy"),
+        seed=args.seed, device=args.device, keep_every=args.keep_every,
         stop_at_zero_loss=args.stop_at_zero_loss,
     )  # fmt: skip
 

@@ -68,6 +68,9 @@ __all__ = [
     "sample_moves",
     "MoveParams",
     "ActivePixelMove",
+    "dataset_task",
+    "dataset_perturbation",
+    "load_scale_detection_dataset",
 ]
 
 _TASKS = ("distance", "block")
@@ -392,3 +395,69 @@ def _pixel_move_factory(
     cfg = ScaleDetectionConfig(dim=dim, size=size, xi=xi, gap=gap, task=task)
     return ActivePixelMove(cfg, label_preserving=label_preserving, boundary=boundary)
 
+
+
+# ---------------------------------------------------------------------------------- datasets
+_DATASET_DEFAULTS = {
+    "scale-detection-1d": {"dim": 1, "size": 64, "xi": 16.0, "gap": 2.0},
+    # The paper's 2D task (science.md §4): d = 28, xi = 14, g = 2, pixel value d^2 / 2.
+    "scale-detection-2d": {"dim": 2, "size": 28, "xi": 14.0, "gap": 2.0},
+}
+_DATASET_KEYS = ("size", "xi", "gap", "task", "amplitude", "test_size")
+
+
+def dataset_task(name: str, P: int | None = None, seed: int = 0) -> ScaleDetectionConfig:
+    """The task of a dataset spec ``"scale-detection-2d"`` or
+    ``"scale-detection-2d:size=28,xi=14,gap=2,amplitude=392,test_size=4096"``.
+
+    ``P`` is the number of training pairs (default 1024, the paper's), ``test_size`` defaults to
+    ``4 P`` (the paper's 2D recipe), ``seed`` seeds the balancing and the split.
+
+    >>> dataset_task("scale-detection-2d:xi=10", P=64).test_size
+    256
+    """
+    base, _, opts = name.lower().partition(":")
+    if base not in _DATASET_DEFAULTS:
+        raise ValueError(f"unknown scale-detection dataset {base!r}; use one of "
+                         f"{sorted(_DATASET_DEFAULTS)}")
+    kw: dict = dict(_DATASET_DEFAULTS[base])
+    for item in filter(None, (a.strip() for a in opts.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or key not in _DATASET_KEYS:
+            raise ValueError(f"bad option {item!r} in dataset {name!r}; options are "
+                             f"{', '.join(_DATASET_KEYS)} as key=value")
+        value = value.strip()
+        if key == "task":
+            kw[key] = value
+        elif value.lower() == "none":
+            kw[key] = None
+        else:
+            try:
+                kw[key] = float(value) if key in ("xi", "gap", "amplitude") else int(value)
+            except ValueError:
+                raise ValueError(f"option {key} of dataset {name!r} must be a number, got "
+                                 f"{value!r}") from None
+    P = 1024 if P is None else int(P)
+    kw.setdefault("test_size", 4 * P)
+    return ScaleDetectionConfig(train_size=P, seed=seed, **kw)
+
+
+def dataset_perturbation(name: str) -> str:
+    """The default perturbation spec of a scale-detection dataset: its pixel move
+    (``"pixel-move:dim=2,size=28,xi=14.0,gap=2.0,task=distance"``)."""
+    t = dataset_task(name)
+    return f"pixel-move:dim={t.dim},size={t.size},xi={t.xi},gap={t.gap},task={t.task}"
+
+
+def load_scale_detection_dataset(config):
+    """An :class:`~diffeosense.data.ImageDataset` of the task named by ``config.name`` (a
+    :class:`~diffeosense.data.DataConfig`; ``P`` training pairs, ``seed`` the split), labels
+    ``+-1`` (float: train with the hinge loss and one output). The signals are *not*
+    normalized: the active-pixel move needs exactly two nonzero entries per sample."""
+    from .datasets import ImageDataset
+
+    task = dataset_task(config.name, config.P, config.seed)
+    data = make_scale_detection(task)
+    return ImageDataset.from_tensors(data.x_train, data.y_train, data.x_test, data.y_test,
+                                     name=config.name, num_classes=1, config=config)

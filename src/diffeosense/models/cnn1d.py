@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
@@ -182,6 +183,16 @@ class CNN1d(nn.Module):
                              f"parametrization; use one of {allowed}")
         self.depth, self.filter_size, self.stride = depth, filter_size, stride
         self.parametrization, self.readout_kind, self.init = parametrization, readout, init
+        # With a generator, the modules' own default draws (which use the global RNG) happen
+        # inside a forked RNG and are then replaced: the global stream is left untouched.
+        quiet = torch.random.fork_rng(devices=[]) if generator is not None else nullcontext()
+        with quiet:
+            self._build(in_channels, num_classes, depth, width, filter_size, stride, activation,
+                        padding, bias, head, ntk, readout)
+        self.reset_parameters(generator)
+
+    def _build(self, in_channels, num_classes, depth, width, filter_size, stride, activation,
+               padding, bias, head, ntk, readout) -> None:
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         c_in = in_channels
         conv_cls = NTKConv1d if ntk else nn.Conv1d
@@ -202,7 +213,6 @@ class CNN1d(nn.Module):
             mult = 1.0 / width if readout == "mean-field" else 1.0 / math.sqrt(width)
             self.readout = (Readout(width, num_classes, bias, mult) if ntk
                             else nn.Linear(width, num_classes, bias=bias))
-        self.reset_parameters(generator)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:

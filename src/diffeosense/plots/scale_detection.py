@@ -1,6 +1,7 @@
 """Figure of the scale-detection experiment: D_k, G_k, R_k against depth, with the theory.
 
-One row per stride (s = 1, s = F), one column per quantity (D, G, R). Each panel shows the
+One row per stride (s = 1, s = F) and view (the full representation, and the channel-mean
+view when the table has it), one column per quantity (D, G, R). Each panel shows the
 geometric mean over seeds (error bars: one standard error over seeds, on the log scale) of the
 activation layers ``k = 1..L``, at initialization (grey) and after training (red), and the
 exact curve of the idealized pure-pooling net (:func:`diffeosense.theory.pooling_sensitivities`,
@@ -35,7 +36,7 @@ from matplotlib.figure import Figure
 
 from ._save import save_figure
 
-__all__ = ["plot_scale_detection", "save_result_figure"]
+__all__ = ["plot_scale_detection", "plot_activation_comparison", "save_result_figure"]
 
 _TITLES = {"D": "D_k  (diffeo)", "G": "G_k  (noise)", "R": "R_k = D_k / G_k"}
 _STATES = {"init": ("0.55", "initialization"), "trained": ("C3", "trained")}
@@ -58,21 +59,27 @@ def plot_scale_detection(cfg, aggregate, theory, exponents=None, path: str | Pat
         path: also save the figure there (atomic).
 
     Returns:
-        the matplotlib ``Figure`` (``len(strides)`` rows x 3 columns).
+        the matplotlib ``Figure`` (``len(strides) x len(views)`` rows x 3 columns).
     """
-    strides = list(cfg.strides)
-    fig = Figure(figsize=(12, 3.4 * len(strides) + 0.6))
-    axes = fig.subplots(len(strides), 3, squeeze=False)
+    views = (["full"] if "view" not in aggregate else
+             [v for v in ("full", "channel-mean") if (aggregate.view == v).any()])
+    panels = [(i, s, v) for i, s in enumerate(cfg.strides) for v in views]
+    fig = Figure(figsize=(12, 3.4 * len(panels) + 0.6))
+    axes = fig.subplots(len(panels), 3, squeeze=False)
     k0 = cfg.fit_k_min
-    for row, s in enumerate(strides):
-        L = cfg.net_depths[row]
+    for row, (i_s, s, view) in enumerate(panels):
+        agg = aggregate if "view" not in aggregate else aggregate[aggregate.view == view]
+        exps = exponents
+        if exponents is not None and "view" in exponents:
+            exps = exponents[exponents.view == view]
+        L = cfg.net_depths[i_s]
         k_hi = min(L, cfg.fit_k_max or L)
         th = theory[theory.stride == s].sort_values("k") if len(theory) else theory
         for col, q in enumerate(("D", "G", "R")):
             ax = axes[row, col]
             trained = None
             for state, (color, label) in _STATES.items():
-                df = _activations(aggregate[(aggregate.stride == s) & (aggregate.state == state)])
+                df = _activations(agg[(agg.stride == s) & (agg.state == state)])
                 if df.empty:
                     continue
                 k = df.k.to_numpy(dtype=float)
@@ -82,8 +89,8 @@ def plot_scale_detection(cfg, aggregate, theory, exponents=None, path: str | Pat
                 ok = np.isfinite(y) & (y > 0)
                 lower = np.minimum(se[ok], 0.9 * y[ok])
                 lab = label
-                if exponents is not None and state == "trained":
-                    lab += _slope_label(exponents, s, q)
+                if exps is not None:
+                    lab += _slope_label(exps, s, q, state)
                 ax.errorbar(k[ok], y[ok], yerr=[lower, se[ok]], color=color, marker="o", ms=4,
                             lw=1.4, capsize=2, label=lab)
                 if state == "trained":
@@ -91,8 +98,8 @@ def plot_scale_detection(cfg, aggregate, theory, exponents=None, path: str | Pat
             if trained is not None and len(th) and k0 in set(th.k) and k0 in set(trained[0]):
                 anchor = trained[1][list(trained[0]).index(k0)] / float(th[th.k == k0][q].iloc[0])
                 lab = "idealized net (anchored)"
-                if exponents is not None:
-                    e = _row(exponents, s, "trained", q)
+                if exps is not None:
+                    e = _row(exps, s, "trained", q)
                     if e is not None and math.isfinite(e.theory_fit):
                         lab += f": {e.theory_fit:+.2f}"
                 ax.plot(th.k, th[q] * anchor, color="C0", ls="--", lw=1.2, label=lab)
@@ -108,13 +115,15 @@ def plot_scale_detection(cfg, aggregate, theory, exponents=None, path: str | Pat
             else:
                 ax.set_xticks(list(range(1, L + 1)))
             ax.set_xlabel("layer k")
-            ax.set_title(f"{_TITLES[q]},  s = {s}, F = {cfg.filter_size}", fontsize=9)
+            ax.set_title(f"{_TITLES[q]},  s = {s}, F = {cfg.filter_size}, {view}", fontsize=9)
             ax.grid(True, which="major", alpha=0.3)
             ax.legend(fontsize=7, loc="best")
     fig.suptitle(
         f"scale detection 1D: N = {cfg.size}, xi = {cfg.xi}, gap = {cfg.gap}, "
-        f"P = {cfg.train_size}, H = {cfg.width}, {cfg.activation}, {len(cfg.seeds)} seed(s); "
-        f"shaded: fit window; theory anchored at k = {k0}", fontsize=9)
+        f"P = {cfg.train_size}, H = {cfg.width}, {cfg.activation}, "
+        f"{getattr(cfg, 'parametrization', 'standard')}/{getattr(cfg, 'readout', 'standard')}, "
+        f"{len(cfg.seeds)} seed(s); legend: slope +- s.e. over seeds; shaded: fit window; "
+        f"theory anchored at k = {k0}", fontsize=9)
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
@@ -127,8 +136,8 @@ def _row(exponents, s, state, q):
     return None if e.empty else next(e.itertuples())
 
 
-def _slope_label(exponents, s, q) -> str:
-    e = _row(exponents, s, "trained", q)
+def _slope_label(exponents, s, q, state="trained") -> str:
+    e = _row(exponents, s, state, q)
     if e is None or not math.isfinite(e.slope):
         return ""
     err = e.seed_se if math.isfinite(e.seed_se) else e.stderr
@@ -143,3 +152,50 @@ def save_result_figure(result, path: str | Path | None = None) -> Path:
     plot_scale_detection(result.config, result.aggregate, result.theory, result.exponents,
                          path=path)
     return path
+
+
+def plot_activation_comparison(results, view: str = "full", path: str | Path | None = None):
+    """D_k, G_k, R_k of runs that differ by their activation (e.g. relu vs tanh), side by side.
+
+    One row per stride, columns D, G, R; one colour per run (its ``config.activation``),
+    trained solid, initialization dotted; the legend gives the fitted slope +- s.e. over seeds.
+    The paper: odd activations (tanh) keep the noise mean at zero, so G_k does not pile up.
+
+    Args:
+        results: :class:`~diffeosense.experiments.scale_detection.ScaleDetectionResult`s with
+            the same strides.
+        view: ``"full"`` or ``"channel-mean"``.
+        path: also save the figure there (atomic).
+    """
+    cfg0 = results[0].config
+    strides = list(cfg0.strides)
+    fig = Figure(figsize=(12, 3.4 * len(strides) + 0.6))
+    axes = fig.subplots(len(strides), 3, squeeze=False)
+    for i, res in enumerate(results):
+        color = f"C{i}"
+        agg = res.aggregate[res.aggregate.view == view] if "view" in res.aggregate \
+            else res.aggregate
+        ex = res.exponents[res.exponents.view == view] if "view" in res.exponents \
+            else res.exponents
+        for row, s in enumerate(strides):
+            for col, q in enumerate(("D", "G", "R")):
+                ax = axes[row, col]
+                for state, ls in (("trained", "-"), ("init", ":")):
+                    df = _activations(agg[(agg.stride == s) & (agg.state == state)])
+                    lab = f"{res.config.activation} {state}" + _slope_label(ex, s, q, state)
+                    ax.plot(df.k, df[q], ls=ls, color=color, marker="o" if ls == "-" else None,
+                            ms=4, label=lab)
+                ax.set_yscale("log")
+                if s == 1:
+                    ax.set_xscale("log")
+                ax.set_xlabel("layer k")
+                ax.set_title(f"{_TITLES[q]},  s = {s}, {view}", fontsize=9)
+                ax.grid(True, alpha=0.3)
+                ax.legend(fontsize=7)
+    fig.suptitle(f"scale detection 1D, {cfg0.preset} preset: activations compared "
+                 f"(N = {cfg0.size}, H = {cfg0.width}, {len(cfg0.seeds)} seed(s); slopes fitted "
+                 f"on k = {cfg0.fit_k_min}..L)", fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -1,0 +1,262 @@
+r"""The 2D scale-detection task on the paper's deep nets (Tomasini et al. 2022, Figs. 8, 9).
+
+``d x d`` images (d = 28) with two active pixels of value ``d^2 / 2``, label +1 when their
+Euclidean distance is below ``xi - g/2``, -1 from ``xi + g/2`` (xi = 14, g = 2; science.md §4;
+:mod:`diffeosense.data.scale_detection`). Each architecture is trained with one output and the
+hinge loss by :func:`diffeosense.train.train` on the dataset ``scale-detection-2d:...`` (P
+pairs, test ``4 P``), the best-test-error checkpoint is kept, and
+:func:`diffeosense.sensitivity.measure` gives D_k, G_k, R_k at every layer with the task's
+own diffeomorphism (each active pixel moves one step to one of its 4 neighbours, moves that
+would change the label undone: ``pixel-move``) and norm-matched white noise, at
+initialization and for the best checkpoint. Expected (the paper): across nets, the test error
+grows with D and R at the output and falls with G; inside each net, after training, D_k falls
+and G_k rises with depth.
+
+Choices (fields of :class:`DeepScaleDetectionExperiment`, saved beside the results):
+
+* Recipe (``paper`` preset): SGD, lr 0.05, momentum 0.9, weight decay 5e-4 on weights only,
+  cosine schedule, batch 128, 300 epochs, P = 1024, test 4P = 4096, best checkpoint.
+* ``quick`` preset, for 2 CPU cores: P = 128, test 512, 8 epochs, 256 probes; the same recipe
+  otherwise. Its nets are not trained to the end: it checks that the pipeline runs and shows
+  the direction of the effects, with the numbers it gets.
+* Probes: ``n_probes`` test images, balanced across the two classes; the same probes, moves
+  and noise at initialization and after training (seed of the measurement = network seed).
+* Layers: every node of the graph (``layers="all"``); the by-layer figure uses the
+  activations (ReLUs) against the relative depth ``k / K`` so nets of different depth share
+  an axis. The output row is the scalar score.
+
+Run folder ``out_dir / "scale-detection-2d-<hash>"`` (hash of the config without ``models``,
+``seeds`` and ``device``, so more models or seeds re-use the finished units)::
+
+    config.json
+    units/<model>-seed<s>/  train/ (the training run), init.csv, trained.csv, unit.json
+    sensitivity.csv         every unit, tidy (model, seed, state, layer, depth, kind, D, G, R)
+    summary.csv             one row per unit: test error, D, G, R at the output (trained, init)
+
+>>> cfg = preset("quick")
+>>> cfg.models, cfg.train_size, cfg.test_size_value
+(('lenet', 'vgg11', 'vgg11bn', 'resnet18'), 128, 512)
+>>> cfg.dataset_name()
+'scale-detection-2d:size=28,xi=14.0,gap=2.0,test_size=512'
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import _io
+from ..provenance import config_hash, provenance
+
+__all__ = ["DeepScaleDetectionExperiment", "DeepScaleDetectionResult", "PRESETS", "preset",
+           "run", "load_result"]
+
+
+@dataclass(frozen=True)
+class DeepScaleDetectionExperiment:
+    """Everything the 2D deep-net experiment depends on (saved as ``config.json``).
+
+    Data: size (d), xi, gap, train_size (P), test_size (None: 4 P), data_seed.
+    Nets: models (registered names, built with one input channel and one output).
+    Training (:class:`~diffeosense.train.TrainConfig`): lr, momentum, weight_decay, schedule,
+    batch_size, epochs.
+    Measurement: n_probes (balanced across classes), measure_batch_size.
+    seeds: network seeds; device: where to train and measure (not part of the hash).
+    """
+
+    preset: str = "paper"
+    size: int = 28
+    xi: float = 14
+    gap: float = 2
+    train_size: int = 1024
+    test_size: int | None = None
+    data_seed: int = 0
+    models: tuple[str, ...] = ("lenet", "vgg11", "vgg11bn", "resnet18")
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    batch_size: int = 128
+    epochs: int = 300
+    n_probes: int = 500
+    measure_batch_size: int = 128
+    seeds: tuple[int, ...] = (0,)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("models", "seeds"):
+            v = getattr(self, name)
+            if not isinstance(v, tuple):
+                object.__setattr__(self, name, tuple(v))
+        from ..models import list_models
+
+        unknown = [m for m in self.models if m not in list_models()]
+        if unknown or not self.models:
+            raise ValueError(f"unknown or no models {unknown}; choose among "
+                             f"{', '.join(list_models())}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"give distinct seeds, got {list(self.seeds)}")
+        if self.n_probes < 2:
+            raise ValueError(f"n_probes must be >= 2, got {self.n_probes}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        self.task()  # validates size, xi, gap, P
+
+    @property
+    def test_size_value(self) -> int:
+        return 4 * self.train_size if self.test_size is None else self.test_size
+
+    def dataset_name(self) -> str:
+        """The ``diffeosense train --data`` spec of the task."""
+        return (f"scale-detection-2d:size={self.size},xi={float(self.xi)},"
+                f"gap={float(self.gap)},test_size={self.test_size_value}")
+
+    def task(self):
+        from ..data.scale_detection import dataset_task
+
+        return dataset_task(self.dataset_name(), self.train_size, self.data_seed)
+
+    def train_config(self, model: str, seed: int):
+        from ..data import DataConfig
+        from ..train import TrainConfig
+
+        return TrainConfig(
+            model=model, data=DataConfig(name=self.dataset_name(), P=self.train_size,
+                                         seed=self.data_seed, download=False),
+            epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd", lr=self.lr,
+            momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
+            loss="hinge", seed=seed, device=self.device, keep_every=0,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _io.to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DeepScaleDetectionExperiment:
+        return _io.dataclass_from_dict(cls, d)
+
+    def folder_hash(self) -> str:
+        d = self.to_dict()
+        for key in ("models", "seeds", "device"):
+            d.pop(key)
+        return config_hash(d)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # Minutes on 2 CPU cores for the four nets (the paper's recipe, far fewer epochs and pairs).
+    "quick": {"train_size": 128, "epochs": 8, "n_probes": 256},
+}
+
+
+def preset(name: str = "quick", **overrides: Any) -> DeepScaleDetectionExperiment:
+    """The config of a preset (``"quick"`` or ``"paper"``), with fields overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return DeepScaleDetectionExperiment(**{"preset": name, **PRESETS[name], **overrides})
+
+
+@dataclass
+class DeepScaleDetectionResult:
+    """What :func:`run` returns: ``sensitivity`` (tidy, every unit and layer) and ``summary``
+    (one row per unit) as ``pandas.DataFrame``s, also saved as CSV."""
+
+    config: DeepScaleDetectionExperiment
+    out_dir: Path
+    sensitivity: Any
+    summary: Any
+    units_run: list[tuple[str, int]] = field(default_factory=list)
+    units_skipped: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _run_unit(cfg: DeepScaleDetectionExperiment, model_name: str, seed: int, udir: Path,
+              progress: bool) -> dict[str, Any]:
+    from ..data import load_dataset
+    from ..data.scale_detection import ActivePixelMove
+    from ..sensitivity import measure
+    from ..train import load_checkpoint, train
+    from .scale_detection import balanced_probes
+
+    tcfg = cfg.train_config(model_name, seed)
+    tres = train(tcfg, udir / "train", resume=True, progress=progress)
+    data = load_dataset(tcfg.data)
+    probes = balanced_probes(data.x_test, data.y_test, cfg.n_probes)
+    move = ActivePixelMove(cfg.task(), label_preserving=True, boundary="clip")
+    ckdir = udir / "train" / "checkpoints"
+    for state, ck in (("init", "init.pt"), ("trained", "best.pt")):
+        path = udir / f"{state}.csv"
+        if path.exists():
+            continue
+        model, _, info = load_checkpoint(ckdir / ck)
+        res = measure(model, probes, layers="all", perturbation=move, n_probes=len(probes),
+                      batch_size=cfg.measure_batch_size, seed=seed, device=cfg.device,
+                      meta={"experiment": "scale-detection-2d", "model": model_name,
+                            "seed": seed, "state": state, "epoch": info.get("epoch")})
+        res.save(path)
+    best = next((m for m in tres.history if m["epoch"] == tres.best_epoch), {})
+    info = {"model": model_name, "seed": seed, "epochs_run": len(tres.history),
+            "best_epoch": tres.best_epoch, "test_error": tres.best_error,
+            "train_error": best.get("train_error"), "n_probes": len(probes)}
+    _io.write_json(udir / "unit.json", info)  # the commit point
+    return info
+
+
+def run(cfg: DeepScaleDetectionExperiment | None = None, out_dir: str | Path = "runs",
+        progress: bool = True) -> DeepScaleDetectionResult:
+    """Train and measure every (model, seed) unit; write ``sensitivity.csv``, ``summary.csv``.
+
+    A pure function of ``cfg`` (up to the device's floating point): finished units are
+    loaded, a killed training resumes from its last epoch.
+    """
+    import pandas as pd
+
+    from ..sensitivity import SensitivityResult
+
+    cfg = cfg or preset("quick")
+    root = Path(out_dir) / f"scale-detection-2d-{cfg.folder_hash()}"
+    prov = provenance()
+    _io.write_json(root / "config.json", {"config": cfg.to_dict(),
+                                          "config_hash": cfg.folder_hash(), "provenance": prov})
+    frames, rows, ran, skipped = [], [], [], []
+    for model_name in cfg.models:
+        for seed in cfg.seeds:
+            udir = root / "units" / f"{model_name}-seed{seed}"
+            done = udir / "unit.json"
+            if done.exists():
+                info = json.loads(done.read_text())
+                skipped.append((model_name, seed))
+            else:
+                info = _run_unit(cfg, model_name, seed, udir, progress)
+                ran.append((model_name, seed))
+            row = dict(info)
+            for state in ("init", "trained"):
+                df = SensitivityResult.load(udir / f"{state}.csv").to_frame("full")
+                out = df.iloc[-1]
+                suffix = "" if state == "trained" else "_init"
+                row.update({f"{q}{suffix}": float(out[q]) for q in ("D", "G", "R")})
+                df.insert(0, "state", state)
+                df.insert(0, "seed", seed)
+                df.insert(0, "model", model_name)
+                frames.append(df)
+            rows.append(row)
+    sensitivity = pd.concat(frames, ignore_index=True)
+    summary = pd.DataFrame(rows)
+    _io.write_text(root / "sensitivity.csv", sensitivity.to_csv(index=False))
+    _io.write_text(root / "summary.csv", summary.to_csv(index=False))
+    return DeepScaleDetectionResult(cfg, root, sensitivity, summary, ran, skipped)
+
+
+def load_result(path: str | Path) -> DeepScaleDetectionResult:
+    """Read a finished run folder written by :func:`run`."""
+    import pandas as pd
+
+    root = Path(path)
+    if not (root / "summary.csv").exists():
+        raise FileNotFoundError(f"{root} holds no finished scale-detection-2d run "
+                                f"(no summary.csv)")
+    cfg = DeepScaleDetectionExperiment.from_dict(
+        json.loads((root / "config.json").read_text())["config"])
+    return DeepScaleDetectionResult(cfg, root, pd.read_csv(root / "sensitivity.csv"),
+                                    pd.read_csv(root / "summary.csv"))

@@ -1,0 +1,96 @@
+"""The 2D scale-detection task as a dataset of train/measure, and the deep-net experiment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from diffeosense.data import DataConfig, list_datasets, load_dataset
+from diffeosense.data.scale_detection import (
+    active_positions,
+    dataset_perturbation,
+    dataset_task,
+    label_pairs,
+)
+from diffeosense.experiments.scale_detection_2d import preset, run
+
+
+def test_scale_detection_2d_is_a_dataset():
+    assert "scale-detection-2d" in list_datasets()
+    ds = load_dataset(DataConfig(name="scale-detection-2d:size=10,xi=5,gap=2", P=40, seed=1))
+    assert ds.x_train.shape == (40, 1, 10, 10) and ds.num_classes == 1
+    assert ds.x_test.shape[0] == 160  # test 4 P, the paper's recipe
+    assert set(ds.y_train.tolist()) == {-1.0, 1.0} and ds.y_train.sum() == 0  # balanced
+    # Not normalized: exactly two active pixels of value d^2 / 2, labels from their distance.
+    pos = active_positions(ds.x_test)
+    assert torch.all(ds.x_test.flatten(1).max(1).values == 50.0)
+    torch.testing.assert_close(label_pairs(pos, dataset_task(ds.name)), ds.y_test)
+    # The same spec gives the same split; another seed another.
+    again = load_dataset(DataConfig(name=ds.name, P=40, seed=1))
+    assert torch.equal(again.x_train, ds.x_train)
+    other = load_dataset(DataConfig(name=ds.name, P=40, seed=2))
+    assert not torch.equal(other.x_train, ds.x_train)
+    assert dataset_perturbation("scale-detection-2d") == (
+        "pixel-move:dim=2,size=28,xi=14.0,gap=2.0,task=distance")
+
+
+@pytest.mark.parametrize("name, msg", [
+    ("scale-detection-2d:sise=10", "bad option"),
+    ("scale-detection-2d:xi=big", "must be a number"),
+    ("scale-detection-2d:size=10,xi=5,test_size=3", None),
+])
+def test_dataset_options_are_checked(name, msg):
+    if msg is None:
+        assert len(load_dataset(DataConfig(name=name, P=8)).x_test) == 2  # 3 // 2 per class
+        return
+    with pytest.raises(ValueError, match=msg):
+        load_dataset(DataConfig(name=name, P=8))
+
+
+def test_train_and_measure_cli_on_the_2d_task(tmp_path, capsys):
+    """`diffeosense train --data scale-detection-2d` trains one output with the hinge loss;
+    `measure` on its checkpoint uses the run's own split and the pixel move by default."""
+    from diffeosense.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--model", "lenet", "--data", "scale-detection-2d",
+                 "--P", "16", "--epochs", "1", "--batch-size", "8", "--lr", "0.05",
+                 "--out", str(run_dir), "--no-progress"]) == 0
+    cfg = json.loads((run_dir / "config.json").read_text())["config"]
+    assert cfg["loss"] == "hinge" and cfg["data"]["P"] == 16
+    assert main(["measure", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"),
+                 "--n-probes", "16", "--out", str(tmp_path / "sens"), "--no-plot",
+                 "--no-progress"]) == 0
+    meta = json.loads((tmp_path / "sens" / "sensitivity.meta.json").read_text())
+    assert "pixel-move" in json.dumps(meta["config"]["perturbation"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["n_probes"] == 16 and out["output"]["D"] > 0
+
+
+def test_tiny_2d_experiment_end_to_end(tmp_path):
+    cfg = preset("quick", train_size=16, epochs=1, n_probes=8,
+                 models=("lenet",), batch_size=8)
+    res = run(cfg, tmp_path, progress=False)
+    assert res.units_run == [("lenet", 0)]
+    row = res.summary.iloc[0]
+    assert 0 <= row.test_error <= 1 and row.D > 0 and row.G > 0
+    assert row.R == pytest.approx(row.D / row.G, rel=1e-6)
+    inp = res.sensitivity[res.sensitivity.layer == "input"]
+    # Norm-matched noise: D = G, R = 1 at the input, before and after training.
+    assert inp.R.to_numpy() == pytest.approx([1.0, 1.0], rel=1e-5)
+    again = run(cfg, tmp_path, progress=False)
+    assert again.units_skipped == [("lenet", 0)] and again.units_run == []
+    from diffeosense.experiments.scale_detection_2d import load_result
+    from diffeosense.plots.scale_detection_2d import save_result_figure
+
+    png = save_result_figure(load_result(res.out_dir))
+    assert png.stat().st_size > 10_000
+
+
+def test_bad_2d_configs():
+    with pytest.raises(ValueError, match="unknown or no models"):
+        preset("quick", models=("lenet", "vgg12"))
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
