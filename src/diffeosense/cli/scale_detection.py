@@ -69,6 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="activation of every layer (default relu)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", dest="overrides",
                    help=f"override any config field, values parsed as JSON; fields: {fields}")
+    p.add_argument("--device", default=None,
+                   help="cpu (default), cuda, cuda:N: where to train and measure")
     p.add_argument("--compare-activations", action="store_true",
                    help="run the config with relu and with tanh and draw D_k, G_k, R_k side by "
                    "side (activations.png, activations_exponents.csv in --out)")
@@ -86,7 +88,7 @@ def config_from_args(args: argparse.Namespace):
         if args.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         over["seeds"] = tuple(range(args.seeds))
-    for key in ("width", "epochs", "lr", "n_probes", "activation"):
+    for key in ("width", "epochs", "lr", "n_probes", "activation", "device"):
         value = getattr(args, key)
         if value is not None:
             over[key] = value

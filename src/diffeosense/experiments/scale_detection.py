@@ -139,6 +139,7 @@ class ScaleDetectionExperiment:
         n_probes (None: the whole test split), measure_batch_size, noise_match, denominator.
     Fits: fit_k_min, fit_k_max (None: the last layer) on the activation layers k.
     seeds: network seeds (one unit per stride and seed).
+    device: where units train and are measured ("cpu", "cuda", ...; not part of the hash).
     preset: the preset this config came from (a label; changing a field keeps it).
     """
 
@@ -179,6 +180,7 @@ class ScaleDetectionExperiment:
     fit_k_min: int = 2
     fit_k_max: int | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         # Lists from JSON or the CLI become tuples (the config is hashable and frozen).
@@ -272,7 +274,7 @@ class ScaleDetectionExperiment:
                         epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd",
             lr=self.lr_effective,
             momentum=self.momentum, weight_decay=self.weight_decay, schedule="constant",
-            loss="hinge", seed=seed, device="cpu", keep_every=0,
+            loss="hinge", seed=seed, device=self.device, keep_every=0,
             stop_at_zero_loss=self.stop_at_zero_loss,
         )
 
@@ -290,9 +292,11 @@ class ScaleDetectionExperiment:
         return _io.dataclass_from_dict(cls, d)
 
     def folder_hash(self) -> str:
-        """``config_hash`` of the config without ``seeds`` (units are keyed by their seed)."""
+        """``config_hash`` of the config without ``seeds`` (units are keyed by their seed) and
+        ``device``."""
         d = self.to_dict()
         d.pop("seeds")
+        d.pop("device")
         return config_hash(d)
 
 
@@ -311,8 +315,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small-stride1": {"size": 64, "xi": 8, "gap": 2, "task": "distance",
                       "amplitude": math.sqrt(32), "train_size": 512, "strides": (1,),
                       "depths": (8,)},
-    # The same at the paper's width and 10 seeds (use a GPU machine: --device is not needed,
-    # the nets are small; the time goes into H = 1000).
+    # The same at the paper's width and 10 seeds (a GPU machine: --device cuda).
     "paper": {"n_probes": 812, "width": 1000, "seeds": tuple(range(10))},
     # The earlier setting, kept for the contrast (lazy regime): standard parametrization, He
     # init, standard readout, unscaled lr 0.01, amplitude N/2, distance task (N = 64, xi = 8,
@@ -397,7 +400,8 @@ def _run_unit(cfg: ScaleDetectionExperiment, data, stride: int, seed: int, udir:
         res = measure(
             model, probes, layers="all", perturbation=move, n_probes=n_probes,
             batch_size=cfg.measure_batch_size, seed=seed, noise_match=cfg.noise_match,
-            denominator=cfg.denominator, channels=True, meta={**meta, "state": state},
+            denominator=cfg.denominator, channels=True, device=cfg.device,
+            meta={**meta, "state": state},
         )
         # Keep the full and channel-mean views (the per-channel rows are H times larger).
         res = SensitivityResult(res.table[res.table.view.isin(_VIEWS)].reset_index(drop=True),
