@@ -154,12 +154,14 @@ def plot_pooling(report, init=None, *, title: str | None = None,
         ax.grid(True, which="major", alpha=0.3)
         if q == "R":
             ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
-    axes[0].legend(fontsize=7, loc="best")
+    axes[0].legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3,
+                   frameon=False)
     ax = axes[3]
     ch = t.channel_fraction.to_numpy(dtype=float)
     sp = t.spatial_fraction.to_numpy(dtype=float)
     S, S2 = t.stability.to_numpy(dtype=float), t.stability_shuffled.to_numpy(dtype=float)
-    none = np.nan_to_num(np.maximum(S - S2, 0) + np.maximum(S2, 0)) <= 0
+    # As in the table: differences of ln D below 1e-9 are rounding.
+    none = np.nan_to_num(np.maximum(S - S2, 0) + np.maximum(S2, 0)) <= 1e-9
     sp, ch = np.where(none, 0.0, np.nan_to_num(sp)), np.where(none, 0.0, np.nan_to_num(ch))
     ax.bar(x, sp, color="C0", alpha=0.75, label="spatial (survives shuffling)")
     ax.bar(x, ch, bottom=sp, color="C3", alpha=0.75, label="channel (lost to shuffling)")
