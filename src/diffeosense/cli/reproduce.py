@@ -9,6 +9,7 @@ import sys
 _EXAMPLES = """examples:
   diffeosense reproduce noisy-training --scale quick --out results/reproduce-quick
   diffeosense reproduce all --scale quick --workers 2 --out results/reproduce-quick
+  diffeosense reproduce layerwise filter-spectra --scale quick --out results/reproduce-quick
   diffeosense reproduce noisy-training --scale paper --backend slurm --partition gpu --gpus 1 \\
       --time 720 --device cuda --data-root /data --out runs/paper-fig1
 """
@@ -28,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "is the paper's grid on CIFAR-10, meant for a GPU cluster. Figures available: "
         + ", ".join(FIGURES) + ".",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", choices=[*FIGURES, "all"], help="the figure, or all")
+    p.add_argument("names", nargs="+", metavar="NAME", choices=[*FIGURES, "all"],
+                   help="one or more figures (" + ", ".join(FIGURES) + "), or all")
     p.add_argument("--scale", choices=SCALES, default="quick",
                    help="quick (embedded MNIST, small nets, CPU) or paper (CIFAR-10, the "
                    "paper's recipe, GPU cluster); default quick")
@@ -65,7 +67,9 @@ def run_reproduce(args: argparse.Namespace) -> int:
     # The command as typed (the report and reproduce.json show it), else its canonical form.
     command = "diffeosense " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv[1:2] == ["reproduce"] else \
-        f"diffeosense reproduce {args.name} --scale {args.scale} --out {shlex.quote(args.out)}"
-    report = reproduce([args.name], args.scale, args.out, command, opts)
+        f"diffeosense reproduce {' '.join(args.names)} --scale {args.scale} " \
+        f"--out {shlex.quote(args.out)}"
+    names = ["all"] if "all" in args.names else list(dict.fromkeys(args.names))
+    report = reproduce(names, args.scale, args.out, command, opts)
     print(f"wrote {report}")
     return 0
