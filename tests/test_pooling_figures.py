@@ -54,7 +54,8 @@ def test_reproduce_layerwise_and_spectra_share_one_training(tmp_path, monkeypatc
     from diffeosense.experiments.reproduce import ReproduceOptions, reproduce
 
     training = nt.NoisyTrainingConfig(
-        nets=[nt.NetSpec("simplecnn", {"depth": 2, "width": 4}, lr=0.05)], noises=[0.0],
+        nets=[nt.NetSpec("simplecnn", {"depth": 2, "width": 4, "batch_norm": True}, lr=0.05)],
+        noises=[0.0],
         P=200, epochs=1, n_probes=20)
     monkeypatch.setitem(pf.PRESETS, "quick",
                         pf.PoolingFiguresConfig(training=training, n_probes=24, n_shuffles=1))
@@ -76,3 +77,9 @@ def test_reproduce_layerwise_and_spectra_share_one_training(tmp_path, monkeypatc
         assert (tmp_path / f).stat().st_size > 1000
     root = ET.fromstring(path.read_text().split("\n", 1)[1])
     assert [f.get("id") for f in root.iter("figure")] == ["fig-layerwise", "fig-filter-spectra"]
+    # Untrained BatchNorm nets are measured with per-stream batch statistics (the authors'),
+    # trained ones as given.
+    (net,) = [p for p in (tmp_path / "layerwise").iterdir() if p.is_dir()]
+    for stage, bn in (("init", "batch"), ("trained", "eval")):
+        (meta,) = net.glob(f"{stage}-*_pooling.meta.json")
+        assert json.loads(meta.read_text())["config"]["measure"]["batchnorm"] == bn

@@ -46,6 +46,10 @@ class PoolingFiguresConfig:
         n_shuffles: channel-shuffled copies per net and stage.
         layers: which layers (``"all"``: every node of the graph, as the paper).
         seed: the measurement and shuffling seed.
+        init_batchnorm: how BatchNorm normalizes in the untrained nets (``measure``'s
+            ``batchnorm``): ``"batch"``, each of x, tau x, x + eta by its own statistics over
+            the probes, as the authors measured untrained nets (science.md §1b); trained nets
+            are measured as given (running statistics), ``"eval"``.
     """
 
     training: nt.NoisyTrainingConfig
@@ -53,11 +57,15 @@ class PoolingFiguresConfig:
     n_shuffles: int = 3
     layers: Any = "all"
     seed: int = 0
+    init_batchnorm: str = "batch"
 
     def __post_init__(self) -> None:
         if self.training.noises != [0.0]:
             raise ValueError(f"the layer-wise figures are for clean training: noises must be "
                              f"[0.0], got {self.training.noises}")
+        if self.init_batchnorm not in ("eval", "batch"):
+            raise ValueError(f"init_batchnorm must be 'eval' or 'batch', got "
+                             f"{self.init_batchnorm!r}")
         if self.n_shuffles < 1:
             raise ValueError(f"n_shuffles must be >= 1 (the figure compares original and "
                              f"shuffled nets), got {self.n_shuffles}")
@@ -110,11 +118,13 @@ def _probes(rc: RunConfig, n: int):
 def layerwise_tables(cfg: PoolingFiguresConfig, configs: list[RunConfig], runs: Path,
                      out: Path, device: str = "cpu"):
     """Per net and stage, :func:`~diffeosense.pooling.pooling_report` (saved under
-    ``out/<net>/<stage>_*.csv``, reused when present). Returns one long table: ``model, stage,
-    layer, depth, kind, D, D_shuffled, G, G_shuffled, R, R_shuffled, channel_fraction``."""
+    ``out/<net>/<stage>-<hash>_*.csv``, the hash of the measurement settings: reused when
+    present). Returns one long table: ``model, stage, layer, depth, kind, D, D_shuffled, G,
+    G_shuffled, R, R_shuffled, channel_fraction``."""
     import pandas as pd
 
     from ..pooling import PoolingReport, pooling_report
+    from ..provenance import config_hash
     from ..train import load_checkpoint
 
     frames = []
@@ -123,16 +133,21 @@ def layerwise_tables(cfg: PoolingFiguresConfig, configs: list[RunConfig], runs: 
         folder = out / _slug(name)
         x = None
         for stage, ck in _checkpoints(rc, runs).items():
-            if (folder / f"{stage}_pooling.csv").is_file():
-                rep = PoolingReport.load(folder, prefix=f"{stage}_")
+            bn = cfg.init_batchnorm if stage == "init" else "eval"
+            settings = {"run": rc.hash(), "stage": stage, "n_probes": cfg.n_probes,
+                        "n_shuffles": cfg.n_shuffles, "layers": cfg.layers, "seed": cfg.seed,
+                        "batchnorm": bn}
+            prefix = f"{stage}-{config_hash(settings, 8)}_"
+            if (folder / f"{prefix}pooling.csv").is_file():
+                rep = PoolingReport.load(folder, prefix=prefix)
             else:
                 if x is None:
                     x = _probes(rc, cfg.n_probes)
                 model, _, _ = load_checkpoint(ck, map_location=device)
                 rep = pooling_report(model, x, n_shuffles=cfg.n_shuffles, seed=cfg.seed,
                                      layers=cfg.layers, n_probes=cfg.n_probes, device=device,
-                                     meta={"model": name, "stage": stage})
-                rep.save(folder, prefix=f"{stage}_")
+                                     batchnorm=bn, meta={"model": name, "stage": stage})
+                rep.save(folder, prefix=prefix)
             t = rep.to_frame()[["layer", "depth", "kind", "D", "D_shuffled", "G", "G_shuffled",
                                 "R", "R_shuffled", "channel_fraction"]]
             t.insert(0, "stage", stage)

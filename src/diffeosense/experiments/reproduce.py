@@ -145,11 +145,12 @@ def layerwise(scale: str, out: Path, runs: Path, opts: ReproduceOptions) -> Figu
         out / "layerwise.png", table,
         caption=f"Every layer k of each net, at initialization (grey) and trained (blue); "
         f"dashed: the geometric mean over {cfg.n_shuffles} copies whose convolutions have their "
-        f"input channels permuted (one permutation per layer). {cfg.n_probes} clean test probes. "
+        f"input channels permuted (one permutation per layer). {cfg.n_probes} clean test probes; "
+        f"BatchNorm at init: {cfg.init_batchnorm} statistics, trained: running statistics. "
         "channel_fraction: the share of the log-stability up to layer k that shuffling "
         "destroys (channel pooling); the rest is spatial pooling.",
         files=["layerwise/layerwise.svg", "layerwise/layerwise.csv",
-               "layerwise/<net>/<stage>_{pooling,sensitivity,spectra}.csv"])
+               "layerwise/<net>/<stage>-<hash>_{pooling,sensitivity,spectra}.csv"])
     cl = [{**c, "figure": "layerwise"} for c in pf.layerwise_claims(table)]
     return FigureOutput("layerwise", [fig], cl, cfg.to_dict(), failed_runs=failed)
 
