@@ -131,10 +131,10 @@ PRESETS: dict[str, NoisyTrainingConfig] = {
             "nets: Adam lr 1e-3, no decay; best test-error checkpoint; 500 probes. 200 epochs "
             "is our choice (the spec does not state the paper's). Meant for a GPU cluster "
             "(diffeosense reproduce ... --backend slurm --device cuda). Expected cost: about "
-            "40 GPU-hours, 91 runs of 0.01-2.5 h each: benchmarks/paper_cost.py counts 2.0e18 "
+            "40 GPU-hours, 91 runs of up to 1.5 h each: benchmarks/paper_cost.py counts 2.0e18 "
             "training FLOPs (torch's FlopCounterMode, forward + backward per image x 50000 "
             "images + 10000 evaluated, x 200 epochs, x 7 noise levels, for the 13 nets; "
-            "ResNet-34/50 are 40 % of it) and divides by an assumed sustained 15 TFLOP/s; this "
+            "ResNet-34/50 are 55 % of it) and divides by an assumed sustained 15 TFLOP/s; this "
             "was not timed on a GPU: time one epoch there and scale by the per-net epoch FLOPs "
             "in benchmarks/results/paper_cost.json."),
     ),
