@@ -34,11 +34,14 @@ MATCHES = ("sample", "batch")
 
 
 def sample_noise(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard Gaussian ``xi`` with the shape, dtype and device of ``x`` ([B, ...]).
+    """Standard Gaussian ``xi`` with the shape, dtype and device of ``x`` ([B, ...]); ``x``
+    must be floating-point (Gaussian noise has no integer dtype).
 
     Drawn on the generator's device (CPU by default) and moved, so a CPU generator replays the
     same noise on any device.
     """
+    if not x.is_floating_point():
+        raise ValueError(f"sample_noise needs a floating-point x, got dtype {x.dtype}")
     dev = generator.device if generator is not None else torch.device("cpu")
     xi = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=dev)
     return xi.to(device=x.device, dtype=x.dtype)
@@ -64,7 +67,17 @@ def matched_noise(
     Returns:
         ``eta`` with ``||eta_b|| = ||x_perturbed_b - x_b||`` (``match="sample"``); a sample whose
         perturbation is zero gets zero noise.
+
+    Raises ValueError for integer or bool tensors: noise of an integer dtype cannot have the
+    matched norm (convert the images to float first, e.g. ``x.float() / 255``).
     """
+    for name, t in (("x", x), ("x_perturbed", x_perturbed)):
+        if not (t.is_floating_point() or t.is_complex()):
+            raise ValueError(
+                f"matched_noise needs floating-point tensors, got {name} of dtype {t.dtype}: "
+                f"integer noise cannot have the matched norm; convert first (e.g. "
+                f"x.float() / 255)"
+            )
     if x.shape != x_perturbed.shape:
         raise ValueError(
             f"x {tuple(x.shape)} and x_perturbed {tuple(x_perturbed.shape)} must have the same shape."

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from . import diffeo as _diffeo
+from ._validate import check_float, check_types
 
 __all__ = [
     "Perturbation",
@@ -90,6 +91,14 @@ class MaxEntDiffeo:
     T: float | None = None
     interp: str = "bilinear"
     name: str = "diffeo"
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if isinstance(self.cut, bool) or not isinstance(self.cut, int) or self.cut < 1:
+            raise ValueError(f"MaxEntDiffeo.cut must be an integer >= 1, got {self.cut!r}")
+        check_float("MaxEntDiffeo", "displacement", self.displacement, lo=0)
+        check_float("MaxEntDiffeo", "T", self.T, lo=0, optional=True)
+        _diffeo._check_interp(self.interp)
 
     def temperature(self, size: tuple[int, ...]) -> float:
         if self.T is not None:
@@ -165,8 +174,8 @@ def as_perturbation(obj: Any) -> Perturbation:
                 kwargs[key.strip()] = value.strip()
         try:
             return _REGISTRY[name](**kwargs)
-        except TypeError as e:
-            raise ValueError(f"bad options for perturbation {name!r}: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"bad options for perturbation {name!r} (in {obj!r}): {e}") from None
     if hasattr(obj, "sample") and hasattr(obj, "apply"):
         return obj
     if callable(obj):

@@ -549,6 +549,7 @@ def measure(
     Returns:
         :class:`SensitivityResult`.
     """
+    from ._validate import check_device
     from .provenance import provenance
 
     if seed is None:
@@ -567,13 +568,20 @@ def measure(
         cfg.batch_size = cfg.n_probes  # one forward pass: statistics over all probes per stream
     perturber = _Perturber(perturbation, cfg.seed, noise_match, noise_rectify, cfg.probe_noise)
     home = _model_device(model)
-    device = torch.device(device) if device is not None else home
+    device = check_device("device", device) if device is not None else home
     modes = {m: m.training for m in model.modules()}
     batches = _iter_probes(data, cfg.n_probes, cfg.batch_size)
     try:
         first = next(batches)
     except StopIteration:
         raise ValueError("data holds no probes") from None
+    if not first.is_floating_point():
+        # A uint8/int/bool image is not what the model was trained on (normalized floats):
+        # refuse rather than measure a cast that the model never saw.
+        raise ValueError(
+            f"measure needs floating-point inputs (normalized as for training), got dtype "
+            f"{first.dtype}; convert first, e.g. x.float() / 255 then normalize"
+        )
     bar = None
     try:
         model.to(device)

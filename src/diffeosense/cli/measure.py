@@ -21,6 +21,7 @@ _MEASURE_EXAMPLES = """examples:
 _PLOT_EXAMPLES = """examples:
   diffeosense plot runs/v/sens-init/sensitivity.csv runs/v/sens/sensitivity.csv \\
       --labels init trained --out init_vs_trained.png
+  diffeosense plot runs/t/track.csv --out track.png   # a table written while training
 """
 
 
@@ -90,10 +91,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser(
         "plot", help="redraw D, G, R against depth from saved results",
         description="Plot one or more saved sensitivity results (CSV/JSON/Parquet written by "
-        "`diffeosense measure`), overlaid on the same depth axis.",
+        "`diffeosense measure`), overlaid on the same depth axis; or one tracking table "
+        "(track.csv/.parquet written by `diffeosense train --track-sensitivity`): heatmaps of "
+        "log D, G, R over (layer, epoch) and the output's D, G, R and errors against epoch.",
         epilog=_PLOT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("results", nargs="+", help="result files, or folders holding "
-                   "sensitivity.{csv,json,parquet}")
+                   "sensitivity.{csv,json,parquet} (or track.{csv,parquet})")
     q.add_argument("--labels", nargs="*", help="legend labels, one per result")
     q.add_argument("--view", default="full", choices=["full", "channel-mean"],
                    help="which rows to plot (default full)")
@@ -189,7 +192,11 @@ def _result_path(p: str) -> Path:
         for ext in ("csv", "parquet", "json"):
             if (path / f"sensitivity.{ext}").exists():
                 return path / f"sensitivity.{ext}"
-        raise FileNotFoundError(f"no sensitivity.csv/.parquet/.json in {path}")
+        for ext in ("csv", "parquet"):
+            if (path / f"track.{ext}").exists():
+                return path / f"track.{ext}"
+        raise FileNotFoundError(f"no sensitivity.csv/.parquet/.json or track.csv/.parquet in "
+                                f"{path}")
     if not path.exists():
         raise FileNotFoundError(f"no result file {path}")
     return path
@@ -199,7 +206,17 @@ def run_plot(args: argparse.Namespace) -> int:
     from ..plots.sensitivity import plot_sensitivity
     from ..sensitivity import SensitivityResult
 
-    results = [SensitivityResult.load(_result_path(p)) for p in args.results]
+    paths = [_result_path(p) for p in args.results]
+    tracks = [p for p in paths if _is_track(p)]
+    if tracks:
+        if len(paths) != 1:
+            raise ValueError("a tracking table is plotted alone: give one track.csv/.parquet")
+        from ..plots.tracking import plot_tracking
+
+        plot_tracking(tracks[0], view=args.view, title=args.title, path=args.out)
+        print(f"wrote {args.out}")
+        return 0
+    results = [SensitivityResult.load(p) for p in paths]
     if args.labels and len(args.labels) != len(results):
         raise ValueError(f"got {len(args.labels)} labels for {len(results)} results")
     labels = args.labels or [
@@ -208,3 +225,17 @@ def run_plot(args: argparse.Namespace) -> int:
     plot_sensitivity(results, labels, view=args.view, title=args.title, path=args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _is_track(path: Path) -> bool:
+    """A tracking table: its sidecar says so, or (no sidecar) its header has an epoch column."""
+    side = path.with_name(path.stem + ".meta.json")
+    if side.exists():
+        try:
+            return json.loads(side.read_text()).get("format") == "diffeosense.track/1"
+        except (json.JSONDecodeError, AttributeError):
+            return False
+    if path.suffix.lower() == ".csv":
+        with open(path) as f:
+            return "epoch" in f.readline().strip().split(",")
+    return False

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "output and the sensitivities by layer.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                   help="quick (default: P=128, 8 epochs, for a CPU) or paper (P=1024, "
+                   help="quick (default: P=256, 12 epochs, for a CPU) or paper (P=1024, "
                    "300 epochs)")
     p.add_argument("--models", nargs="+", default=None,
                    help="registered model names (default lenet vgg11 vgg11bn resnet18)")

@@ -16,6 +16,8 @@ _EXAMPLE = """examples:
   diffeosense train ... --out runs/v --resume      # continue a killed run exactly
   diffeosense train --model vgg11 --data scale-detection-2d --P 1024 --lr 0.05 --epochs 300 \
       --out runs/sd2d    # the 2D task: one output, hinge loss
+  diffeosense train --model simplecnn --data mnist-embedded --epochs 8 --out runs/t \
+      --track-sensitivity log --track-probes 100 --log tensorboard runs/t/tb
 """
 
 
@@ -43,84 +45,178 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="simplecnn", help="model name (see list below; "
+    p.add_argument("--model", default=None, help="model name (see list below; "
                    "default simplecnn)")  # fmt: skip
     p.add_argument("--model-kw", nargs="*", metavar="KEY=VALUE",
                    help="extra model arguments, values parsed as JSON (e.g. depth=4 "
                    "pooling=avg)")  # fmt: skip
-    p.add_argument("--data", default="mnist-embedded",
+    p.add_argument("--data", default=None,
                    help="dataset: mnist-embedded (default, no download), cifar10, mnist, "
                    "fashion-mnist, svhn, scale-detection-2d[:size=28,xi=14,gap=2] (P pairs, "
                    "test 4P), scale-detection-1d[:size=..]")  # fmt: skip
     p.add_argument("--data-root", default=None,
                    help="folder of the torchvision datasets (default $DIFFEOSENSE_DATA or "
                    "~/.cache/diffeosense/data)")  # fmt: skip
-    p.add_argument("--no-download", action="store_true",
+    p.add_argument("--no-download", action="store_true", default=None,
                    help="never try to download a missing dataset")
     p.add_argument("--P", type=int, default=None,
                    help="training-set size: a seeded random subset (default: all)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the P-subset (default 0)")
-    p.add_argument("--augment", action="store_true",
+    p.add_argument("--data-seed", type=int, default=None, help="seed of the P-subset (default 0)")
+    p.add_argument("--augment", action="store_true", default=None,
                    help="random crop (padding 4) and horizontal flip of training images")
-    p.add_argument("--noise", type=float, default=0.0,
+    p.add_argument("--noise", type=float, default=None,
                    help="L2 norm s of Gaussian noise added to each normalized image, fresh "
                    "at every load (default 0)")  # fmt: skip
-    p.add_argument("--noise-on", default="both", choices=["train", "test", "both", "none"],
+    p.add_argument("--noise-on", default=None, choices=["train", "test", "both", "none"],
                    help="which split gets the noise (default both, as the paper)")
-    p.add_argument("--epochs", type=int, default=10, help="number of epochs (default 10)")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
-    p.add_argument("--optimizer", default="auto", choices=["auto", "sgd", "adam"],
+    p.add_argument("--epochs", type=int, default=None, help="number of epochs (default 10)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 128)")
+    p.add_argument("--optimizer", default=None, choices=["auto", "sgd", "adam"],
                    help="auto: Adam for fully connected fc* nets, SGD otherwise")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default 0.1 for SGD, 1e-3 for Adam)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
     p.add_argument("--weight-decay", type=float, default=None,
                    help="weight decay on weights only (default 5e-4 for SGD, 0 for Adam)")
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],
+    p.add_argument("--schedule", default=None, choices=["cosine", "constant"],
                    help="learning-rate schedule over the epochs (default cosine)")
     p.add_argument("--loss", default=None, choices=["cross_entropy", "hinge"],
                    help="hinge: binary tasks with labels +-1 and a scalar output (default: "
                    "hinge for the scale-detection data, cross_entropy otherwise)")
-    p.add_argument("--stop-at-zero-loss", action="store_true",
+    p.add_argument("--stop-at-zero-loss", action="store_true", default=None,
                    help="stop once an epoch's training loss is exactly zero")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=int, default=None,
                    help="seed of the initialization and of every epoch's randomness")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--keep-every", type=int, default=1,
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--keep-every", type=int, default=None,
                    help="keep a checkpoint every K epochs (0: only init/best/last; default 1)")
     p.add_argument("--config", default=None,
-                   help="JSON file with a TrainConfig (e.g. a run's config.json); command-line "
-                   "options are ignored except --out, --resume, --device, --no-progress")
+                   help="JSON file with a TrainConfig (e.g. a run's config.json); the options "
+                   "given on the command line override its values")
     p.add_argument("--out", default=None,
                    help="run folder (default runs/train-<model>-<data>-<config hash>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t = p.add_argument_group(
+        "sensitivity tracking", "measure D, G, R of the chosen layers at scheduled epochs, on "
+        "fixed probes with the same diffeos and noise every time (weights unchanged); writes "
+        "track.<format> and track.meta.json into --out, continued by --resume")
+    t.add_argument("--track-sensitivity", metavar="SCHEDULE", default=None,
+                   help="epochs to measure: a list such as 0,1,2,4, every:K (0, K, 2K, ... and "
+                   "the last), or log (0, 1, 2, 4, 8, ... and the last)")
+    t.add_argument("--track-probes", type=int, default=None, metavar="N",
+                   help=f"probe images, the first N of the test split (default "
+                   f"{_default_probes()})")
+    t.add_argument("--track-layers", default="all", metavar="SPEC",
+                   help="'all' (default), kinds joined by '+' (conv+activation) or "
+                   "comma-separated layer names")
+    t.add_argument("--track-seed", type=int, default=0,
+                   help="seed of the probes' diffeos and noise (default 0)")
+    t.add_argument("--track-channels", action="store_true",
+                   help="also the channel-averaged representation (rows with view "
+                   "channel-mean; plot them with diffeosense plot --view channel-mean)")
+    t.add_argument("--track-format", choices=["csv", "parquet"], default="csv",
+                   help="table format (default csv)")
+    t.add_argument("--log", nargs=2, metavar=("BACKEND", "DIR"), default=None,
+                   help="also log the tracked scalars: 'tensorboard DIR' (needs pip install "
+                   "'diffeosense[tensorboard]')")
     p.set_defaults(func=run)
 
 
+def _default_probes() -> int:
+    from ..tracking import DEFAULT_TRACK_PROBES
+
+    return DEFAULT_TRACK_PROBES
+
+
+def _tracker_from_args(args: argparse.Namespace):
+    """The SensitivityTracker the --track-* options ask for, or None."""
+    if args.track_sensitivity is None:
+        given = [o for o, v in (("--track-probes", args.track_probes), ("--log", args.log),
+                                ("--track-channels", args.track_channels or None))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} given without --track-sensitivity; add "
+                             f"one (e.g. --track-sensitivity log)")
+        return None
+    from ..tracking import DEFAULT_TRACK_PROBES, SensitivityTracker, TrackConfig
+    from .measure import _layers
+
+    tb = None
+    if args.log is not None:
+        backend, tb = args.log
+        if backend != "tensorboard":
+            raise ValueError(f"--log supports 'tensorboard DIR', got {backend!r}")
+    cfg = TrackConfig(
+        schedule=args.track_sensitivity, layers=_layers(args.track_layers), seed=args.track_seed,
+        n_probes=args.track_probes if args.track_probes is not None else DEFAULT_TRACK_PROBES,
+        channels=args.track_channels, format=args.track_format,
+    )  # fmt: skip
+    try:
+        return SensitivityTracker(cfg, tensorboard=tb)
+    except ImportError as e:  # the CLI reports it as one line, with the install command
+        raise ValueError(str(e)) from None
+
+
+# Command-line option -> TrainConfig key ("data." for DataConfig keys). Every option's
+# argparse default is None: an option is "given" exactly when it is not None, and the
+# defaults live in one place, the dataclasses.
+_OPTIONS = {
+    "model": "model", "model_kw": "model_kwargs", "epochs": "epochs",
+    "batch_size": "batch_size", "optimizer": "optimizer", "lr": "lr", "momentum": "momentum",
+    "weight_decay": "weight_decay", "schedule": "schedule", "loss": "loss",
+    "stop_at_zero_loss": "stop_at_zero_loss", "seed": "seed", "device": "device",
+    "keep_every": "keep_every", "data": "data.name", "data_root": "data.root", "P": "data.P",
+    "data_seed": "data.seed", "augment": "data.augment", "noise": "data.noise",
+    "noise_on": "data.noise_on", "no_download": "data.download",
+}  # fmt: skip
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The config values that the command line sets explicitly, by config key."""
+    out: dict[str, Any] = {}
+    for opt, key in _OPTIONS.items():
+        value = getattr(args, opt, None)
+        if value is None:
+            continue
+        if opt == "model_kw":
+            value = _parse_kw(value)
+        elif opt == "no_download":
+            value = not value
+        out[key] = value
+    return out
+
+
 def _config_from_args(args: argparse.Namespace):
-    from ..data import DataConfig
+    """The TrainConfig: ``--config FILE`` (or the defaults), then every option given on the
+    command line on top (an explicit flag always wins, and says so on stderr)."""
     from ..train import TrainConfig
 
     if args.config:
-        blob = json.loads(Path(args.config).read_text())
-        cfg = TrainConfig.from_dict(blob.get("config", blob))
-        cfg.device = args.device
-        return cfg
-    data = DataConfig(
-        name=args.data, root=args.data_root, P=args.P, augment=args.augment, noise=args.noise,
-        noise_on=args.noise_on, seed=args.data_seed, download=not args.no_download,
-    )  # fmt: skip
-    return TrainConfig(
-        model=args.model, model_kwargs=_parse_kw(args.model_kw), data=data, epochs=args.epochs,
-        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
-        loss=args.loss or ("hinge" if args.data.startswith("scale-detection") else
-                           "cross_entropy"),
-        seed=args.seed, device=args.device, keep_every=args.keep_every,
-        stop_at_zero_loss=args.stop_at_zero_loss,
-    )  # fmt: skip
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"--config: no file {path}")
+        try:
+            blob = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config {path} is not valid JSON ({e})") from None
+        base = TrainConfig.from_dict(blob.get("config", blob)).to_dict()
+    else:
+        base = TrainConfig().to_dict()
+    given = _given(args)
+    for key, value in given.items():
+        section, _, name = key.rpartition(".")
+        target = base["data"] if section else base
+        old, target[name] = target.get(name), value
+        if args.config and key != "device" and old is not None and old != value:
+            opt = next(o for o, k in _OPTIONS.items() if k == key).replace("_", "-")
+            print(f"note: --{opt} {value!r} overrides {key}={old!r} of {args.config}",
+                  file=sys.stderr)
+    if "loss" not in given and not args.config and \
+            str(base["data"]["name"]).startswith("scale-detection"):
+        base["loss"] = "hinge"  # the task's labels are +-1, one output
+    return TrainConfig.from_dict(base)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,8 +224,14 @@ def run(args: argparse.Namespace) -> int:
     from ..train import train
 
     cfg = _config_from_args(args)
+    tracker = _tracker_from_args(args)
     out = args.out or f"runs/train-{cfg.model}-{cfg.data.name}-{config_hash(cfg)}"
-    res = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    try:
+        res = train(cfg, out, resume=args.resume, progress=not args.no_progress,
+                    tracker=tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
     f = res.final or {}
     parts = [f"{cfg.model} on {cfg.data.name}: {len(res.history)} epochs ({res.stopped})"]
     if f:
@@ -140,4 +242,7 @@ def run(args: argparse.Namespace) -> int:
         parts.append(f"best error {res.best_error:.4f} at epoch {res.best_epoch}")
     print("; ".join(parts), file=sys.stdout)
     print(f"run folder: {out}", file=sys.stdout)
+    if tracker is not None and tracker.path is not None:
+        print(f"sensitivity tracked at epochs {tracker.tracked_epochs}: {tracker.path} "
+              f"(draw it with: diffeosense plot {tracker.path} --out track.png)")
     return 0

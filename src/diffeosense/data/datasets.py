@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .._io import dataclass_from_dict
+from .._validate import check_float, check_types
 
 __all__ = [
     "DataConfig",
@@ -79,10 +80,11 @@ class DataConfig:
     download: bool = True
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.P is not None and int(self.P) <= 0:
             raise ValueError(f"P must be a positive training-set size or None, got {self.P}")
-        if self.noise < 0:
-            raise ValueError(f"noise is an L2 norm and must be >= 0, got {self.noise}")
+        # noise is an L2 norm: finite and >= 0 (NaN would silently train without noise).
+        check_float("DataConfig", "noise", self.noise, lo=0)
         if self.noise_on not in _NOISE_ON:
             raise ValueError(f"noise_on must be one of {_NOISE_ON}, got {self.noise_on!r}")
 

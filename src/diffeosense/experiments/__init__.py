@@ -6,11 +6,16 @@ finished pieces are skipped on a re-run.
 
 * :mod:`diffeosense.experiments.demo`: train a small CNN on embedded digits, measure D, G, R.
 * :mod:`diffeosense.experiments.scale_detection`: the paper's 1D scale-detection nets, with
-  and without stride, against the theory of spatial pooling (``diffeosense.theory``).
+  and without stride, against the theory of spatial pooling (``diffeosense.theory``), in the
+  feature-learning (``small``, ``paper``) and lazy (``lazy``) regimes.
+* :mod:`diffeosense.experiments.scale_detection_2d`: the 2D task on the paper's deep nets,
+  test error against D, G, R.
 * :mod:`diffeosense.experiments.run`: the sweep unit, ``RunConfig`` -> train, measure, ``done``.
 * :mod:`diffeosense.experiments.sweep`: sweep files (TOML/YAML grids) -> runs; ``run_sweep``.
 * :mod:`diffeosense.experiments.backends`: where runs execute (local pool, Ray, SLURM).
 * :mod:`diffeosense.experiments.collect`: every finished run in one tidy table.
+* :mod:`diffeosense.experiments.noisy_training`, ``pooling_figures``, ``reproduce``: the
+  paper's figures (``diffeosense reproduce``), on the sweep engine and the pooling engine.
 
 Modules are imported on demand (``from diffeosense.experiments.scale_detection import run``)
 so that one experiment's imports never slow down or break another's.

@@ -7,6 +7,9 @@ and after training on the same probes, diffeos and noise, and writes
 * ``train/``: the training run (checkpoints, ``metrics.jsonl``, ``config.json``),
 * ``sensitivity_init.csv``, ``sensitivity_trained.csv`` (+ ``.meta.json``): tidy tables,
 * ``sensitivity.png``: D, G, R against depth, init vs trained,
+* ``train/track.csv`` (+ ``.meta.json``): D, G, R of every layer at every tracked epoch,
+  measured while training (:mod:`diffeosense.tracking`, the same probes, diffeos and noise at
+  every epoch), and ``tracking.png``: its heatmaps over (layer, epoch) and the output's curves,
 * ``summary.json``: the headline numbers, the config, provenance and the command.
 
 Re-running the same config into the same folder resumes training where it stopped and re-uses
@@ -40,6 +43,10 @@ class DemoConfig:
     batch_size: int = 128
     n_probes: int = 500  # the paper's number of probe images
     perturbation: str = "diffeo"  # 1 px typical displacement, cut 3 (the paper's default)
+    # Tracking during training: every epoch, on the tracker's default probe count (small
+    # enough that tracking costs under 20 % of a training epoch; benchmarks/bench_tracking.py).
+    track: str = "every:1"
+    track_probes: int | None = None  # None: diffeosense.tracking.DEFAULT_TRACK_PROBES
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -69,7 +76,9 @@ def _run_locked(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     from .._io import write_json
     from ..data import DataConfig, load_dataset
     from ..plots.sensitivity import plot_sensitivity
+    from ..plots.tracking import plot_tracking
     from ..provenance import provenance
+    from ..tracking import DEFAULT_TRACK_PROBES, SensitivityTracker, TrackConfig
     from ..train import TrainConfig, train
 
     data_cfg = DataConfig(name=cfg.data, seed=cfg.seed)
@@ -77,7 +86,10 @@ def _run_locked(cfg: DemoConfig, out: Path) -> dict[str, Any]:
         model=cfg.model, model_kwargs=dict(cfg.model_kwargs), data=data_cfg, epochs=cfg.epochs,
         batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, keep_every=0,
     )
-    result = train(tcfg, out / "train", resume=True, progress=cfg.progress)
+    tracker = SensitivityTracker(TrackConfig(
+        schedule=cfg.track, perturbation=cfg.perturbation, seed=cfg.seed,
+        n_probes=cfg.track_probes if cfg.track_probes is not None else DEFAULT_TRACK_PROBES))
+    result = train(tcfg, out / "train", resume=True, progress=cfg.progress, tracker=tracker)
     ckpts = out / "train" / "checkpoints"
 
     data = load_dataset(data_cfg)
@@ -92,10 +104,15 @@ def _run_locked(cfg: DemoConfig, out: Path) -> dict[str, Any]:
         path=out / "sensitivity.png",
     )
 
+    track = tracker.table
+    plot_tracking(track, path=out / "tracking.png",
+                  title=f"{cfg.model} on {cfg.data}, while training: D, G, R of every layer "
+                  f"({tracker.config.n_probes} probes, the same diffeos and noise every epoch)")
     summary = {
         "config": asdict(cfg),
         "test_error": result.final.get("test_error") if result.final else None,
         "layers": _headline(init, trained),
+        "tracking": _output_trajectory(track),
         "files": sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
         "provenance": provenance(),
     }
@@ -118,6 +135,14 @@ def _headline(init, trained) -> dict[str, Any]:
     return rows
 
 
+def _output_trajectory(track) -> list[dict[str, Any]]:
+    """The output layer's D, G, R (and SEs) and the test error at every tracked epoch."""
+    rows = track[(track.view == "full") & (track.layer == track.layer.iloc[-1])]
+    keys = ("D", "G", "R", "D_se", "G_se", "R_se", "test_error")
+    return [{"epoch": int(r.epoch)} | {k: float(getattr(r, k)) for k in keys}
+            for r in rows.sort_values("epoch").itertuples()]
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     lines = [f"test error after training: {summary['test_error']:.2%}"
@@ -133,4 +158,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     r = summary["layers"]["output"]
     if all(math.isfinite(r[k]) for k in ("R_init", "R_trained")):
         lines.append(f"output R changed x{r['R_trained'] / r['R_init']:.2g} with training")
+    traj = summary.get("tracking") or []
+    if traj:
+        lines.append("while training (tracking.png), output R by epoch: " + ", ".join(
+            f"{t['epoch']}: {t['R']:.3g}" for t in traj))
     return "\n".join(lines)

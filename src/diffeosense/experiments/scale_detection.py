@@ -94,6 +94,7 @@ from typing import Any
 import numpy as np
 
 from .. import _io
+from .._validate import check_float, check_types
 from ..provenance import config_hash, provenance
 
 __all__ = [
@@ -155,8 +156,8 @@ class ScaleDetectionExperiment:
     data_seed: int = 0
     # nets
     filter_size: int = 2
-    strides: tuple[int, ...] = (2, 1)
-    depths: tuple[int, ...] | None = (7, 7)
+    strides: tuple[int, ...] = (2,)
+    depths: tuple[int, ...] | None = (7,)
     width: int = 128
     activation: str = "relu"
     bias: bool = True
@@ -188,6 +189,10 @@ class ScaleDetectionExperiment:
             v = getattr(self, name)
             if v is not None and not isinstance(v, tuple):
                 object.__setattr__(self, name, tuple(int(a) for a in v))
+        check_types(self)
+        if self.epochs < 1:
+            raise ValueError(f"ScaleDetectionExperiment.epochs must be >= 1 (the experiment "
+                             f"compares the nets before and after training), got {self.epochs}")
         F = self.filter_size
         if F < 2:
             raise ValueError(f"filter_size must be >= 2, got {F}")
@@ -223,6 +228,11 @@ class ScaleDetectionExperiment:
               readout=self.readout, init=self.init, activation=self.activation)  # validates
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
+        for name, lo, kw in (("xi", 0, {"lo_open": True}), ("gap", 0, {}), ("lr", 0, {
+                "lo_open": True}), ("momentum", 0, {"hi": 1, "hi_open": True}),
+                ("weight_decay", 0, {})):  # fmt: skip
+            check_float("ScaleDetectionExperiment", name, getattr(self, name), lo=lo, **kw)
+        check_float("ScaleDetectionExperiment", "amplitude", self.amplitude, optional=True)
         if not self.lr > 0 or self.batch_size < 1 or self.epochs < 0:
             raise ValueError("need lr > 0, batch_size >= 1 and epochs >= 0")
         if self.n_probes is not None and self.n_probes < 2:
@@ -307,7 +317,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # pairs, is the test split), probes a balanced tenth of all 8128 pairs (812). Stride 2
     # only: the unstrided net of the same depth (receptive field 8, invariant to circular
     # shifts) stayed at chance on these labels (train error 0.50 after 3 epochs, 13 s each).
-    "small": {"n_probes": 812, "strides": (2,), "depths": (7,)},
+    "small": {"n_probes": 812},
     # Stride 1 in the same regime, on a task it can solve: a translation-invariant net (circular
     # padding, global pooling) cannot fit the block labels, and with F = 2 it needs a receptive
     # field > xi, so the distance task at N = 64, xi = 8, gap 2 (as ``lazy``), L = 8 layers
