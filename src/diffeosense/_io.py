@@ -180,6 +180,7 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None,
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     return df, meta
 
+
 # ---------------------------------------------------------------------------------------------
 # Run folders: one owner at a time.
 
