@@ -159,6 +159,14 @@ def test_slurm_without_sbatch_is_a_clear_error(monkeypatch, tmp_path):
         get_backend("slurm")([{}], str(tmp_path))
 
 
+def test_unreachable_ray_address_fails_fast(tmp_path):
+    pytest.importorskip("ray")
+    with pytest.raises(ValueError, match="cannot reach the Ray cluster"):
+        get_backend("ray")([{}], str(tmp_path), address=f"127.0.0.1:{_free_port()}")
+    with pytest.raises(ValueError, match="is not 'host:port'"):
+        get_backend("ray")([{}], str(tmp_path), address="nonsense")
+
+
 def test_bad_backend_options(tmp_path):
     with pytest.raises(ValueError, match="unknown backend 'dask'"):
         get_backend("dask")

@@ -306,3 +306,29 @@ def test_run_held_by_another_process_is_left_alone(tmp_path):
         t.join()
     assert out["status"] == "failed" and out["error"].startswith("busy:")
     assert not (folder / "error.txt").exists() and not (folder / "attempts.json").exists()
+
+
+def test_sigterm_releases_the_run_folder(tmp_path):
+    """A run terminated by SIGTERM (a SLURM time limit) exits through its finally blocks: no
+    lock is left that a run on another host could not take over, and the folder resumes."""
+    cfg = _write(tmp_path, ["holdcnn"])
+    first = tmp_path / "out" / expand(load_sweep(cfg))[0].hash()
+    flag = tmp_path / "held"
+    proc = _cli(["sweep", str(cfg), "--out", str(tmp_path / "out"), "--workers", "1"],
+                env={"DIFFEOSENSE_TEST_HOLD": f"{flag}:2"})
+    try:
+        deadline = time.monotonic() + 300
+        while not flag.exists():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the sweep never reached the hold point"
+            time.sleep(0.05)
+        assert (first / ".diffeosense.lock").is_file()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert sorted(p.name for p in first.rglob(".diffeosense.lock")) == []
+    assert not (first / "error.txt").exists() and not (first / "done").exists()

@@ -126,6 +126,8 @@ def ray_backend(
     if cpus_per_run < 1:
         raise ValueError(f"cpus_per_run must be >= 1, got {cpus_per_run}")
     started = not ray.is_initialized()
+    if started and address not in (None, "auto", "local"):
+        _check_reachable(address)
     if started:
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -151,6 +153,20 @@ def ray_backend(
         if started:
             ray.shutdown()
     return outcomes  # type: ignore[return-value]
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast on a ``host:port`` nobody listens on (ray.init would retry for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r} is not 'host:port' (or 'auto')")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ValueError(f"cannot reach the Ray cluster at {address!r} ({e}); start one with "
+                         f"`ray start --head` or leave --address out") from None
 
 
 def slurm_backend(

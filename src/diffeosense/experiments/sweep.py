@@ -48,6 +48,8 @@ import copy
 import dataclasses
 import itertools
 import json
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -212,7 +214,8 @@ def execute_unit(cfg_dict: dict[str, Any], root: str, threads: int | None = None
     ``"skipped"`` (already done), or ``"failed"`` (the traceback is written to
     ``error.txt`` in the run folder, and its last line is ``error``; a run whose folder is
     locked by another live process fails with ``error`` starting ``"busy:"`` and its folder
-    is left untouched).
+    is left untouched). SIGTERM during the run exits the process (status 143) after releasing
+    the run's lock; the folder stays resumable.
     """
     if threads is not None:
         import torch
@@ -225,6 +228,11 @@ def execute_unit(cfg_dict: dict[str, Any], root: str, threads: int | None = None
     if run_status(folder) == "done":
         out["status"] = "skipped"
         return out
+    # SIGTERM (a SLURM time limit, `kill`, a stopping pool) exits through the finally blocks,
+    # so the run's folder lock is released and another host can resume it; by default Python
+    # would die on the spot and leave a lock that only this host can tell is stale.
+    installed = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if installed else None
     try:
         run(cfg, root)
     except RunFolderBusy as e:  # another live process works on it: leave its folder alone
@@ -234,8 +242,15 @@ def execute_unit(cfg_dict: dict[str, Any], root: str, threads: int | None = None
         folder.mkdir(parents=True, exist_ok=True)
         write_text(folder / "error.txt", tb)
         out.update(status="failed", error=f"{type(e).__name__}: {e}")
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 @dataclass
