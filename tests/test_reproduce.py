@@ -38,7 +38,9 @@ def test_scale_detection_end_to_end(tmp_path, monkeypatch):
     claims = [t for t in root.iter("table")
               if t.find("thead/tr/th") is not None and t.find("thead/tr/th").text == "claim"][0]
     rows = claims.findall("tbody/tr")
-    assert len(rows) == 6  # 2 for Fig. 7, 4 for Figs. 8-9
+    assert len(rows) == 7  # 2 for Fig. 7, 4 for Figs. 8-9, the check that the 2D nets learn
+    err = summary["test_error"].mean()
+    assert f"lenet {err:.1%}" in "".join(rows[6].itertext())
     from diffeosense.experiments.noisy_training import log_correlation
 
     rho = log_correlation(summary["test_error"].clip(lower=1e-4), summary["D"])
