@@ -340,7 +340,8 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
     config = {"scale": scale, "figures": {fo.name: fo.config for fo in outputs},
               "options": to_jsonable(opts), "seconds": times}
     write_json(out / "reproduce.json", {"command": command, **config, "provenance": prov})
-    notes = [f"Scale {scale}. Time per figure: "
+    notes = [f"Scale {scale}. Time per figure in this invocation (runs finished by an earlier "
+             f"invocation are reused, not recomputed, and take no time here): "
              + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + "."]
     notes += [f"{fo.name}: {fo.failed_runs} run(s) failed (error.txt in their folders)."
               for fo in outputs if fo.failed_runs]
