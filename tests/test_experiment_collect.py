@@ -1,6 +1,6 @@
 """collect: every finished run in one tidy table, with its config columns; round trips.
 
-Checked: the table has one row per (run, stage, layer, view, channel), i.e. exactly the rows of
+Checked: the table has one row per (run, stage, copy, layer, view, channel), i.e. exactly the rows of
 the runs' own sensitivity tables, with each run's config in its columns (the short grid names
 agree with the dotted ones); unfinished runs are left out; CSV and Parquet round-trip
 exactly; a truncated table is refused; the CLI writes both files and refuses an empty folder.
@@ -22,9 +22,10 @@ SPEC = {
     "grid": {"model": ["simplecnn"], "noise": [0.0, 0.5], "P": [200], "epochs": [1],
              "lr": [0.05]},
     "train": {"batch_size": 50, "eval_batch_size": 500},
-    "model_kwargs": {"simplecnn": {"depth": 1, "width": 4}},
+    "model_kwargs": {"simplecnn": {"depth": 2, "width": 4}},
     "measure": {"layers": "conv", "n_probes": 20, "channels": True,
-                "measure_kwargs": {"batch_size": 10}, "probe_noise": "train"},
+                "measure_kwargs": {"batch_size": 10}, "probe_noise": "train",
+                "shuffled": 1},
 }
 
 
@@ -43,16 +44,18 @@ def test_collect_holds_every_row_with_its_config(sweep, tmp_path):
     for cfg in cfgs:
         r = load_run(run_dir(cfg, root))
         mine = df[df.run == cfg.hash()]
-        for stage, res in r["tables"].items():
+        for res in r["tables"].values():
             t = res.to_frame()
-            got = mine[mine.stage == stage].reset_index(drop=True)
+            stage, k = res.config["stage"], res.config["copy"]
+            got = mine[(mine.stage == stage) & (mine["copy"] == k)].reset_index(drop=True)
             pd.testing.assert_frame_equal(got[list(t.columns)], t)
             n += len(t)
         assert (mine["train.data.noise"] == cfg.train.data.noise).all()
         assert (mine["measure.probe_noise"] == "train").all()
-        assert (mine["train.model_kwargs"] == json.dumps({"depth": 1, "width": 4})).all()
+        assert (mine["train.model_kwargs"] == json.dumps({"depth": 2, "width": 4})).all()
         assert (mine["test_error"] == r["done"]["test_error"]).all()
     assert len(df) == n and set(df.view) == {"full", "channel", "channel-mean"}
+    assert sorted(df["copy"].unique()) == [-1, 0] and set(df.stage) == {"init", "trained"}
     for alias, col in ALIASES.items():
         pd.testing.assert_series_equal(df[alias], df[col], check_names=False)
 

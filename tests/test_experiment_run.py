@@ -113,3 +113,37 @@ def test_hash_ignores_where_a_run_executes():
     c = RunConfig.from_dict(a.to_dict())
     c.train.data.noise = 0.5
     assert c.hash() != a.hash()
+
+
+def test_shuffled_copies_are_measured_on_the_same_probes(tmp_path):
+    """Copy k is pooling.shuffle_channels of the stage's weights with copy k's seed (as in
+    pooling_report), measured with the same probes, diffeos and noise: its table equals
+    measure() on that twin; the input row is the same for every copy; the convolutions see a
+    different net (depth 2: the second convolution has 4 input channels to permute)."""
+    import torch
+
+    from diffeosense.pooling import _shuffle_seed, shuffle_channels
+    from diffeosense.train import load_checkpoint
+
+    cfg = tiny(stages=["trained"], shuffled=2)
+    cfg.train.model_kwargs = {"depth": 2, "width": 4}
+    folder = run(cfg, tmp_path)
+    r = load_run(folder)
+    assert list(r["tables"]) == ["trained", "trained_shuffled0", "trained_shuffled1"]
+    assert [t.config["copy"] for t in r["tables"].values()] == [-1, 0, 1]
+    model, _, _ = load_checkpoint(folder / "train" / "checkpoints" / "last.pt")
+    x = load_dataset(cfg.train.data).x_test[:20]
+    twin = shuffle_channels(model, generator=torch.Generator().manual_seed(_shuffle_seed(0, 1)))
+    ref = measure(twin, x, layers="all", n_probes=20, seed=0, batch_size=10).to_frame()
+    got = r["tables"]["trained_shuffled1"].to_frame()
+    np.testing.assert_allclose(got[["D", "G", "R"]].to_numpy(), ref[["D", "G", "R"]].to_numpy(),
+                               rtol=1e-5)
+    orig = r["tables"]["trained"].to_frame().set_index("layer")
+    got = got.set_index("layer")
+    assert orig.loc["input", "D"] == got.loc["input", "D"]
+    assert not np.allclose(orig.loc["output", "G"], got.loc["output", "G"], rtol=1e-3)
+    # Adding copies later does not rename existing folders: shuffled=0 is hash-neutral.
+    assert tiny().hash() == RunConfig.from_dict({**tiny().to_dict(), "shuffled": 0}).hash()
+    assert tiny(shuffled=1).hash() != tiny().hash()
+    with pytest.raises(ValueError, match="shuffled"):
+        tiny(shuffled=-1)

@@ -248,7 +248,7 @@ def test_expand_grid_order_model_kwargs_and_duplicates():
     ({"measure": {"n_probe": 3}}, r"unknown \[measure\] keys.*n_probe"),
     ({"grid": {"train.data.noize": [1.0]}}, "unknown DataConfig keys.*noize"),
     ({"measure": {"measure_kwargs": {"statistc": "median"}}}, "unknown measure_kwargs"),
-    ({"grid": {"noise": [-1.0]}}, "noise is an L2 norm"),
+    ({"grid": {"noise": [-1.0]}}, r"DataConfig.noise must be .* >= 0"),
 ])
 def test_bad_sweep_files_are_refused(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):

@@ -1,8 +1,9 @@
 """Every finished run under a folder, in one tidy table ready for pandas.
 
-One row per (run, stage, layer, view, channel). Columns, in order:
+One row per (run, stage, copy, layer, view, channel). Columns, in order:
 
-* ``run`` (the hash folder's name), ``stage`` (``init``, ``trained``, ``best``);
+* ``run`` (the hash folder's name), ``stage`` (``init``, ``trained``, ``best``), ``copy``
+  (-1: the net itself; k >= 0: its k-th channel-shuffled copy, ``RunConfig.shuffled``);
 * the grid axes under short names: ``model``, ``dataset``, ``seed`` (training seed),
   ``noise`` (training noise), ``P``, ``epochs``, ``lr`` (None: the recipe's default);
 * the run's outcome from its ``done`` marker: ``test_error``, ``train_error``, ``epochs_run``;
@@ -72,9 +73,10 @@ def collect(root: str | Path):
         cfg = _config_columns(r["config"].to_dict())
         head = {"run": done.parent.name}
         outcome = {k: r["done"].get(k) for k in ("test_error", "train_error", "epochs_run")}
-        for stage, res in r["tables"].items():
+        for name, res in r["tables"].items():
             t = res.to_frame()
-            lead = {**head, "stage": stage, **{a: cfg[c] for a, c in ALIASES.items()}, **outcome}
+            stage, copy = res.config.get("stage", name), res.config.get("copy", -1)
+            lead = {**head, "stage": stage, "copy": copy, **{a: cfg[c] for a, c in ALIASES.items()}, **outcome}
             for i, (k, v) in enumerate(lead.items()):
                 t.insert(i, k, [v] * len(t))
             for k, v in cfg.items():

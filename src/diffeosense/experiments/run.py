@@ -13,6 +13,7 @@ the results: ``train.device``, ``train.data.root``, ``train.data.download``)::
     attempts.json                  {"attempts": n}: how many times ``run`` started this unit
     train/                         the training run (config.json, metrics.jsonl, checkpoints/)
     sensitivity_<stage>.csv        one tidy table per stage (init, trained, best) ...
+    sensitivity_<stage>_shuffled<k>.csv   ... and per channel-shuffled copy (``shuffled``)
     sensitivity_<stage>.meta.json  ... with its sidecar (measure config, provenance, run hash)
     error.txt                      the traceback of the last failed attempt (sweep runner)
     .diffeosense.lock              while a process works on the run (``_io.run_lock``)
@@ -54,6 +55,7 @@ STATUSES = ("done", "partial", "failed", "new")
 _CHECKPOINT = {"init": "init.pt", "trained": "last.pt", "best": "best.pt"}
 # Where a run executes, not what it computes: left out of the folder hash.
 _HASH_FREE = {("train", "device"), ("train", "data", "root"), ("train", "data", "download")}
+_LATER_DEFAULTS = {"shuffled": 0}
 # measure()'s own arguments that RunConfig sets itself: not allowed in measure_kwargs.
 _MEASURE_OWN = {"model", "data", "layers", "perturbation", "n_probes", "seed", "generator",
                 "channels", "device", "progress", "meta"}
@@ -81,6 +83,11 @@ class RunConfig:
         perturbation: the diffeo (or any registered perturbation) given to ``measure``.
         seed: the measurement seed (diffeos, noise, probe corruption); the same for every
             stage, so init and trained are compared on the same probes, diffeos and noise.
+        shuffled: number K of channel-shuffled copies measured beside each stage
+            (:func:`diffeosense.pooling.shuffle_channels`: every convolution's input channels
+            permuted, one seeded permutation per layer, copy k seeded as in
+            :func:`~diffeosense.pooling.pooling_report`), on the same probes, diffeos and
+            noise; tables ``sensitivity_<stage>_shuffled<k>.csv``.
         measure_kwargs: further keyword arguments of :func:`~diffeosense.sensitivity.measure`
             (``batch_size``, ``statistic``, ``denominator``, ``noise_match``, ...); names are
             checked against ``measure``'s signature.
@@ -96,6 +103,7 @@ class RunConfig:
     perturbation: str = "diffeo"
     seed: int = 0
     measure_kwargs: dict[str, Any] = field(default_factory=dict)
+    shuffled: int = 0
 
     def __post_init__(self) -> None:
         from ..sensitivity import measure
@@ -114,6 +122,9 @@ class RunConfig:
                                  f"noise), got {self.probe_noise!r}")
         elif not self.probe_noise >= 0:
             raise ValueError(f"probe_noise must be >= 0, got {self.probe_noise}")
+        if isinstance(self.shuffled, bool) or not isinstance(self.shuffled, int) \
+                or self.shuffled < 0:
+            raise ValueError(f"shuffled must be a number of copies >= 0, got {self.shuffled!r}")
         if self.n_probes < 2:
             raise ValueError(f"n_probes must be >= 2, got {self.n_probes}")
         params = set(inspect.signature(measure).parameters) - _MEASURE_OWN
@@ -188,13 +199,14 @@ def run(cfg: RunConfig, root: str | Path, *, progress: bool = False) -> Path:
 
     1. ``train(cfg.train, folder / "train", resume=True)``: checkpoints ``init.pt``,
        ``last.pt``, ``best.pt`` (:mod:`diffeosense.train`).
-    2. For each stage in ``cfg.stages``: load the stage's checkpoint and
+    2. For each stage in ``cfg.stages`` (and each of its ``shuffled`` copies): load the
+       stage's checkpoint and
        ``measure(model, probes, layers, perturbation, n_probes, seed=cfg.seed, channels,
        **measure_kwargs)``, with probes the first ``n_probes`` images of ``probe_split``
        (corrupted by ``probe_noise``); saved as ``sensitivity_<stage>.csv`` + sidecar, whose
-       config holds ``run``, ``stage``, ``epoch`` and the test error.
-    3. ``done``: JSON ``{"hash", "stages", "test_error", "train_error", "epochs_run",
-       "time"}``, written last.
+       config holds ``run``, ``stage``, ``copy``, ``epoch`` and the test error.
+    3. ``done``: JSON ``{"hash", "stages", "tables", "test_error", "train_error",
+       "epochs_run", "time"}``, written last.
 
     The run holds its folder with :func:`diffeosense._io.run_lock` while it works: a second
     process running the same config meanwhile gets :class:`~diffeosense._io.RunFolderBusy`.
@@ -213,7 +225,10 @@ def run(cfg: RunConfig, root: str | Path, *, progress: bool = False) -> Path:
 
 
 def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
+    import torch
+
     from ..data import load_dataset
+    from ..pooling import _shuffle_seed, shuffle_channels
     from ..sensitivity import SensitivityResult, measure
     from ..train import _resolve_device, load_checkpoint, train
 
@@ -232,25 +247,34 @@ def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
     final = result.final or {}
     x = _probes(cfg, data)
     device = _resolve_device(cfg.train.device)
+    tables = []
     for stage in cfg.stages:
-        path = folder / f"sensitivity_{stage}.csv"
-        if path.is_file() and path.with_name(f"sensitivity_{stage}.meta.json").is_file():
-            SensitivityResult.load(path)  # a finished stage: check it reads, keep it
-            continue
-        ckpt = folder / "train" / "checkpoints" / _CHECKPOINT[stage]
-        model, _, info = load_checkpoint(ckpt, map_location=device)
-        res = measure(
-            model, x, layers=cfg.layers, perturbation=cfg.perturbation,
-            n_probes=cfg.n_probes, seed=cfg.seed, channels=cfg.channels, device=device,
-            progress=progress, **cfg.measure_kwargs,
-            meta={"run": h, "stage": stage, "epoch": info.get("epoch"),
-                  "checkpoint": str(ckpt.relative_to(folder)),
-                  "test_error": (info.get("metrics") or {}).get("test_error"),
-                  "probe_noise": cfg.probe_noise_value, "probe_split": cfg.probe_split},
-        )
-        res.save(path)
+        model = info = ckpt = None
+        for k in range(-1, cfg.shuffled):
+            name = stage if k < 0 else f"{stage}_shuffled{k}"
+            tables.append(name)
+            path = folder / f"sensitivity_{name}.csv"
+            if path.is_file() and path.with_name(f"sensitivity_{name}.meta.json").is_file():
+                SensitivityResult.load(path)  # a finished table: check it reads, keep it
+                continue
+            if model is None:
+                ckpt = folder / "train" / "checkpoints" / _CHECKPOINT[stage]
+                model, _, info = load_checkpoint(ckpt, map_location=device)
+            net = model if k < 0 else shuffle_channels(
+                model, generator=torch.Generator().manual_seed(_shuffle_seed(cfg.seed, k)))
+            res = measure(
+                net, x, layers=cfg.layers, perturbation=cfg.perturbation,
+                n_probes=cfg.n_probes, seed=cfg.seed, channels=cfg.channels, device=device,
+                progress=progress, **cfg.measure_kwargs,
+                meta={"run": h, "stage": stage, "copy": k, "epoch": info.get("epoch"),
+                      "checkpoint": str(ckpt.relative_to(folder)),
+                      "test_error": (info.get("metrics") or {}).get("test_error"),
+                      "probe_noise": cfg.probe_noise_value, "probe_split": cfg.probe_split},
+            )
+            res.save(path)
     write_json(folder / "done", {
-        "hash": h, "stages": list(cfg.stages), "epochs_run": len(result.history),
+        "hash": h, "stages": list(cfg.stages), "tables": tables,
+        "epochs_run": len(result.history),
         "test_error": final.get("test_error"), "train_error": final.get("train_error"),
         "best_epoch": result.best_epoch, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
@@ -258,8 +282,9 @@ def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
 
 
 def load_run(folder: str | Path) -> dict[str, Any]:
-    """A finished run: ``{"config": RunConfig, "done": dict, "tables": {stage:
-    SensitivityResult}}``. Raises ``FileNotFoundError`` when ``folder`` holds no ``done``."""
+    """A finished run: ``{"config": RunConfig, "done": dict, "tables": {name:
+    SensitivityResult}}``, names ``<stage>`` and ``<stage>_shuffled<k>``; each table's
+    ``config`` holds its ``stage`` and ``copy`` (-1: the net itself, k: shuffled copy k). Raises ``FileNotFoundError`` when ``folder`` holds no ``done``."""
     from ..sensitivity import SensitivityResult
 
     folder = Path(folder)
@@ -268,5 +293,6 @@ def load_run(folder: str | Path) -> dict[str, Any]:
                                 f"sweep again to finish it")
     cfg = RunConfig.from_dict(json.loads((folder / "run_config.json").read_text())["config"])
     done = json.loads((folder / "done").read_text())
-    tables = {s: SensitivityResult.load(folder / f"sensitivity_{s}.csv") for s in done["stages"]}
+    names = done.get("tables", done["stages"])
+    tables = {n: SensitivityResult.load(folder / f"sensitivity_{n}.csv") for n in names}
     return {"config": cfg, "done": done, "tables": tables}
