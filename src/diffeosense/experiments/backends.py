@@ -129,8 +129,14 @@ def ray_backend(
     if started and address not in (None, "auto", "local"):
         _check_reachable(address)
     if started:
+        kw: dict[str, Any] = {}
+        if _is_loopback(address):
+            # A Ray on this machine (started here, or a head on 127.x): keep the driver on the
+            # loopback too. Left alone, Ray registers the driver under the machine's network
+            # address and its processes talk to each other through that interface.
+            kw["_node_ip_address"] = "127.0.0.1"
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, **kw)
         except ConnectionError as e:
             raise ValueError(f"cannot reach the Ray cluster at {address!r} ({e}); start one "
                              f"with `ray start --head` or leave --address out") from None
@@ -153,6 +159,18 @@ def ray_backend(
         if started:
             ray.shutdown()
     return outcomes  # type: ignore[return-value]
+
+
+def _is_loopback(address: str | None) -> bool:
+    """Whether ``address`` (None/"local": a Ray started here) is on this machine's loopback.
+
+    >>> [_is_loopback(a) for a in (None, "local", "127.0.0.1:6379", "localhost:1", "10.0.0.5:6379", "auto")]
+    [True, True, True, True, False, False]
+    """
+    if address in (None, "local"):
+        return True
+    host = address.removeprefix("ray://").rpartition(":")[0]
+    return host == "localhost" or host.startswith("127.")
 
 
 def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
