@@ -405,3 +405,130 @@ def test_tables_that_do_not_match_their_sidecar_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"r.json is not valid JSON \(truncated\?\)"):
         SensitivityResult.load(j)
     assert SensitivityResult.load(other).config["seed"] == 1
+
+
+# ----------------------------------------------------------------- the published conventions
+def _streams(perturbation, x, seed, probe_noise=0.0):
+    """Replay the three streams (x, tau x, x + eta) that measure(..., seed=seed) uses."""
+    from diffeosense.sensitivity import _Perturber
+
+    return _Perturber(perturbation, seed, "sample", False, probe_noise)(x, 0)
+
+
+def test_component_median_matches_brute_force():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(192, 5))
+    x = images(25, side=8, seed=4)  # odd: the median is one value per component
+    res = measure(net, x, layers=["1", "output"], perturbation=RandomRoll(), n_probes=25,
+                  batch_size=6, seed=9, statistic="component-median", channels=True)
+    x0, xt, xe = _streams(RandomRoll(), x, 9)
+    with torch.no_grad():
+        reps = {"1": net[:2], "output": net}
+        for name, f in reps.items():
+            f0, ft, fe = (f(s).flatten(1).double().numpy() for s in (x0, xt, xe))
+            for stream, col in ((ft, "num_D"), (fe, "num_G")):
+                sq = (stream - f0) ** 2
+                brute = sum(float(np.median(sq[:, j])) for j in range(sq.shape[1]))
+                per_probe_median = float(np.median(sq.sum(1)))
+                assert res[name][col] == pytest.approx(brute, rel=1e-5)
+                assert abs(brute - per_probe_median) > 1e-3 * brute  # not the other median
+            den = 2 * f0.var(0, ddof=1).sum()
+            assert res[name].D == pytest.approx(brute_d := res[name].num_D / den, rel=1e-5)
+            assert brute_d > 0
+        # per-channel rows: the same sum restricted to each channel's components
+        f0, ft = (net[:2](s).double().numpy() for s in (x0, xt))
+        df = res.to_frame("channel").set_index("channel")
+        for c in range(3):
+            sq = ((ft[:, c] - f0[:, c]) ** 2).reshape(25, -1)
+            assert df.loc[c, "num_D"] == pytest.approx(np.median(sq, 0).sum(), rel=1e-5)
+        cm = res.to_frame("channel-mean").iloc[0]
+        sq = ((ft.mean(1) - f0.mean(1)) ** 2).reshape(25, -1)
+        assert cm.num_D == pytest.approx(np.median(sq, 0).sum(), rel=1e-5)
+    assert math.isnan(res["output"].D_se)  # documented: not estimated
+
+
+def _bn_net():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(4 * 8 * 8, 6))
+    bn = net[1]
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.uniform_(-0.5, 0.5)
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 3.0)
+    return net
+
+
+def _by_hand(net, s, stats_from=None):
+    """The net with its BatchNorm normalizing by the biased statistics of ``stats_from``
+    (default: the stream ``s`` itself), computed here by hand."""
+    conv, bn = net[0], net[1]
+    h = conv(s)
+    ref = conv(stats_from) if stats_from is not None else h
+    mean = ref.mean((0, 2, 3), keepdim=True)
+    var = ref.var((0, 2, 3), unbiased=False, keepdim=True)
+    h = (h - mean) / torch.sqrt(var + bn.eps) * bn.weight.view(1, -1, 1, 1) \
+        + bn.bias.view(1, -1, 1, 1)
+    return h, net[4](net[3](torch.relu(h)))
+
+
+def test_batchnorm_batch_equals_three_separately_normalized_streams():
+    net = _bn_net()
+    net.train()  # the mode measure found must come back, and running stats stay untouched
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = images(40, side=8, seed=2)
+    res = measure(net, x, layers=["1", "output"], perturbation=RandomRoll(), n_probes=40,
+                  batch_size=7, seed=5, batchnorm="batch")
+    assert net.training and "forward" not in net[1].__dict__
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    x0, xt, xe = _streams(RandomRoll(), x, 5)
+    with torch.no_grad():
+        (b0, o0), (bt, ot), (be, oe) = (_by_hand(net, s) for s in (x0, xt, xe))
+        mixed = torch.cat([x0, xt, xe])
+        m0, mt = (_by_hand(net, s, stats_from=mixed)[1] for s in (x0, xt))
+    for name, (f0, ft, fe) in {"1": (b0, bt, be), "output": (o0, ot, oe)}.items():
+        f0, ft, fe = (t.flatten(1).double() for t in (f0, ft, fe))
+        den = 2 * f0.var(0).sum()
+        D = ((ft - f0) ** 2).sum(1).mean() / den
+        G = ((fe - f0) ** 2).sum(1).mean() / den
+        assert res[name].D == pytest.approx(D.item(), rel=1e-4)
+        assert res[name].G == pytest.approx(G.item(), rel=1e-4)
+        assert res[name].R == pytest.approx((D / G).item(), rel=1e-4)
+    # The convention is a real choice: eval mode and one statistic over the three mixed
+    # streams both give other numbers.
+    ev = measure(net, x, layers=["output"], perturbation=RandomRoll(), n_probes=40, seed=5)
+    assert abs(ev["output"].D / res["output"].D - 1) > 0.05
+    m0, mt = m0.double(), mt.double()
+    D_mixed = ((mt - m0) ** 2).sum(1).mean() / (2 * m0.var(0).sum())
+    assert abs(D_mixed.item() / res["output"].D - 1) > 1e-3
+    assert res.config["batchnorm"] == "batch" and res.config["batch_size"] == 40
+
+
+def test_probe_noise_corrupts_each_probe_as_training_does():
+    from diffeosense.data import gaussian_corruption
+    from diffeosense.sensitivity import _probe_seed
+
+    x = images(12, side=6)
+    res = measure(Flat(), x, layers=["input"], perturbation=Roll(1), n_probes=12, batch_size=5,
+                  seed=3, probe_noise=2.0)
+    noisy = torch.cat([gaussian_corruption(x[i:i + 1], 2.0,
+                                           torch.Generator().manual_seed(_probe_seed(3, i)))
+                       for i in range(12)])
+    assert torch.allclose((noisy - x).flatten(1).norm(dim=1), torch.full((12,), 2.0))
+    num = (torch.roll(noisy, 1, dims=-1) - noisy).double().pow(2).flatten(1).sum(1).mean()
+    assert res["input"].num_D == pytest.approx(num.item(), rel=1e-5)
+    assert res["input"].denominator == pytest.approx(
+        pairwise_denominator(noisy.flatten(1), False).item(), rel=1e-5)
+    clean = measure(Flat(), x, layers=["input"], perturbation=Roll(1), n_probes=12, seed=3)
+    assert res["input"].num_D > 1.5 * clean["input"].num_D  # the noise roughens the probes
+    assert res.config["probe_noise"] == 2.0
+
+
+@pytest.mark.parametrize("kw, match", [({"batchnorm": "train"}, "batchnorm"),
+                                       ({"probe_noise": -1.0}, "probe_noise"),
+                                       ({"statistic": "medians"}, "statistic")])
+def test_convention_options_refuse_bad_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        measure(Flat(), images(4), n_probes=4, **kw)

@@ -21,7 +21,29 @@ Conventions (parameters, all tested):
   unbiased estimate of ``E||f(x1) - f(x2)||^2``; ``"pairs-incl-diag"`` = ``2 M2 / N``, the
   authors' ``cdist(f, f).pow(2).mean()`` over all probes (i = j included): smaller by (N - 1) / N.
   Both equal the brute-force all-pairs value (``_stats.pairwise_denominator``) to rounding.
-* ``statistic``: ``"mean"`` (default, the authors') or ``"median"`` of the per-probe numerators.
+* ``statistic`` (the numerators ``num_D``, ``num_G``; ``Delta_i = f(tau x_i) - f(x_i)``):
+
+  - ``"mean"`` (default, the authors' default): ``mean_i ||Delta_i||^2``;
+  - ``"median"``: the median over probes of the per-probe squared norms, ``median_i ||Delta_i||^2``;
+  - ``"component-median"``: the authors' median variant, ``sum_j median_i Delta_ij^2`` (per
+    component j the median over probes of the squared difference, then the sum over
+    components). It keeps every ``Delta_ij^2`` (float32): memory ``O(n_probes * d)`` per layer,
+    not streaming; its standard errors are not estimated (NaN).
+
+  Medians are torch's (the lower middle value for an even number of probes).
+* ``batchnorm``: ``"eval"`` (default) measures the model as given, BatchNorm with its running
+  statistics (at initialization mean 0, variance 1: BatchNorm is then an affine identity).
+  ``"batch"`` is the authors' convention for untrained nets: every BatchNorm normalizes by the
+  batch statistics (biased variance, running statistics neither used nor updated), computed
+  *separately* for each of the three streams ``x``, ``tau x``, ``x + eta`` over the whole probe
+  set, as their three batches of all probes did. The result therefore does not depend on
+  ``batch_size`` (which is ignored: all ``n_probes`` probes go through in one forward pass, so
+  memory grows with ``n_probes``) but it does depend on ``n_probes`` through the statistics
+  (for small probe sets the normalization itself fluctuates; the authors used 500).
+* ``probe_noise``: ``s > 0`` measures on noise-corrupted probes, ``x -> x + s xi / ||xi||`` per
+  probe (:func:`diffeosense.data.gaussian_corruption`, the corruption of noisy training), for
+  nets trained with input noise. The corrupted probe is the clean stream ``x``; the diffeo and
+  the matched noise are applied to it.
 * Randomness: one base seed is drawn from ``generator`` (or given as ``seed``); probe ``i`` gets
   its own CPU generator seeded with ``hash(base, i)``, from which its diffeo and then its noise
   direction are drawn. Results therefore do not depend on ``batch_size`` (up to the float32
@@ -47,7 +69,9 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Iterable, Iterator
@@ -65,7 +89,8 @@ from .layers import Layer, LayerSpec, LayerTap, select_layers
 
 __all__ = ["MeasureConfig", "SensitivityResult", "measure", "aggregate"]
 
-STATISTICS = ("mean", "median")
+STATISTICS = ("mean", "median", "component-median")
+BATCHNORMS = ("eval", "batch")
 COLUMNS = ["layer", "depth", "kind", "view", "channel", "D", "G", "R", "D_se", "G_se", "R_se",
            "num_D", "num_G", "denominator", "n_probes", "size"]
 _MASK64 = (1 << 64) - 1
@@ -91,6 +116,8 @@ class MeasureConfig:
     se_block: int = 50
     n_bootstrap: int = 200
     method: str = "auto"
+    batchnorm: str = "eval"
+    probe_noise: float = 0.0
 
 
 def _probe_seed(base: int, i: int) -> int:
@@ -182,23 +209,31 @@ def _cat_params(ps: list) -> Any:
 class _Perturber:
     """Per-probe sampling (batch-size independent) with a batched apply when params concatenate."""
 
-    def __init__(self, perturbation, base_seed: int, match: str, rectify: bool):
+    def __init__(self, perturbation, base_seed: int, match: str, rectify: bool,
+                 probe_noise: float = 0.0):
+        from .data.datasets import gaussian_corruption
         from .noise import matched_noise, sample_noise
         from .perturbations import as_perturbation
 
         self.p = as_perturbation(perturbation)
         self.base = base_seed
         self.match, self.rectify = match, rectify
+        self.probe_noise, self._corrupt = float(probe_noise), gaussian_corruption
         self._sample_noise, self._matched_noise = sample_noise, matched_noise
         self.batched: bool | None = None  # decided on the first batch
 
-    def __call__(self, x: Tensor, start: int) -> tuple[Tensor, Tensor]:
-        params, xis = [], []
+    def __call__(self, x: Tensor, start: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``x: [B, ...]`` probes ``start .. start + B - 1`` -> ``(x, tau x, x + eta)``, with
+        ``x`` first corrupted by ``probe_noise`` (no draw at all when it is 0)."""
+        params, xis, xs = [], [], []
         for i in range(x.shape[0]):
             g = torch.Generator().manual_seed(_probe_seed(self.base, start + i))
-            xi_ = x[i:i + 1]
+            xi_ = self._corrupt(x[i:i + 1], self.probe_noise, g)
+            xs.append(xi_)
             params.append(self.p.sample(xi_, g))
             xis.append(self._sample_noise(xi_, g))
+        if self.probe_noise > 0:
+            x = torch.cat(xs)
         per_probe = None
         if self.batched is not False:
             try:
@@ -221,14 +256,17 @@ class _Perturber:
                              f"{tuple(x.shape)} -> {tuple(x_tau.shape)}")
         eta = self._matched_noise(x, x_tau, xi=torch.cat(xis), match=self.match,
                                   rectify=self.rectify)
-        return x_tau, x + eta
+        return x, x_tau, x + eta
 
 
 # ------------------------------------------------------------------ reduction
 class _ViewAcc:
     """Accumulators of one view (full / channel-resolved / channel-mean) of one layer."""
 
-    def __init__(self, se_block: int):
+    def __init__(self, se_block: int, components: bool = False):
+        self.components = components
+        self.ca: list[Tensor] = []  # per-component squared differences [B, G, m] (float32)
+        self.cb: list[Tensor] = []
         self.moments = StreamingMoments()
         self.block = StreamingMoments()
         self.block_dens: list[Tensor] = []
@@ -241,7 +279,12 @@ class _ViewAcc:
         f0 = f[:B]
         # ||f(tau x) - f(x)|| and ||f(x + eta) - f(x)|| per probe and group, in one pass each;
         # the norms accumulate in the representation's dtype (cascade sums), squares in float64.
-        ab = torch.linalg.vector_norm(f[B:].reshape(2, B, *f.shape[1:]) - f0, dim=-1)
+        diff = f[B:].reshape(2, B, *f.shape[1:]) - f0
+        if self.components:
+            sq = diff.to(torch.float32).pow(2)
+            self.ca.append(sq[0])
+            self.cb.append(sq[1])
+        ab = torch.linalg.vector_norm(diff, dim=-1)
         ab = ab.to(torch.float64).pow_(2)
         self.a.append(ab[0])
         self.b.append(ab[1])
@@ -274,11 +317,11 @@ class _ViewAcc:
 
 
 class _LayerAcc:
-    def __init__(self, layer: Layer, channels: bool, se_block: int):
+    def __init__(self, layer: Layer, channels: bool, se_block: int, components: bool = False):
         self.layer = layer
         self.split = channels and len(layer.shape) >= 2  # [C, *spatial]
-        self.full = _ViewAcc(se_block)
-        self.mean = _ViewAcc(se_block) if self.split else None
+        self.full = _ViewAcc(se_block, components)
+        self.mean = _ViewAcc(se_block, components) if self.split else None
 
     def __call__(self, t: Tensor, B: int) -> None:
         G = t.shape[1] if self.split else 1
@@ -296,6 +339,11 @@ def _stat(v: Tensor, statistic: str) -> Tensor:
     return v.mean(0) if statistic == "mean" else v.median(0).values
 
 
+def _component_median(sq: list[Tensor]) -> Tensor:
+    """``sum_j median_i Delta_ij^2`` per group: ``[N, G, m] -> [G]`` (float64)."""
+    return torch.cat(sq).median(0).values.to(torch.float64).sum(-1)
+
+
 def _summarize(acc: _ViewAcc, cfg: MeasureConfig, boot_gen: torch.Generator,
                layer: Layer) -> dict[str, Tensor]:
     """D, G, R and standard errors per group (``[G]`` tensors) of one view."""
@@ -303,8 +351,14 @@ def _summarize(acc: _ViewAcc, cfg: MeasureConfig, boot_gen: torch.Generator,
     N = a.shape[0]
     incl = cfg.denominator == "pairs-incl-diag"
     den = acc.moments.pair_mean(include_diag=incl)
-    num_a, num_b = _stat(a, cfg.statistic), _stat(b, cfg.statistic)
-    if cfg.statistic == "mean":
+    if cfg.statistic == "component-median":
+        num_a, num_b = _component_median(acc.ca), _component_median(acc.cb)
+    else:
+        num_a, num_b = _stat(a, cfg.statistic), _stat(b, cfg.statistic)
+    if cfg.statistic == "component-median":
+        # Bootstrapping sum_j median_i over [N, d] is O(n_bootstrap N d): not estimated.
+        rv_a = rv_b = r_se = torch.full_like(num_a, math.nan)
+    elif cfg.statistic == "mean":
         rv_a = a.var(0) / N / num_a**2
         rv_b = b.var(0) / N / num_b**2
         r_se = ratio_se(a, b)
@@ -406,6 +460,14 @@ def _check_config(cfg: MeasureConfig) -> None:
                          f"{cfg.n_probes}")
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.batchnorm not in BATCHNORMS:
+        raise ValueError(f"batchnorm must be one of {BATCHNORMS} ('eval': running statistics, "
+                         f"the model as given; 'batch': each stream normalized by its own "
+                         f"batch statistics, the authors' convention at init), got "
+                         f"{cfg.batchnorm!r}")
+    if not (cfg.probe_noise >= 0 and math.isfinite(cfg.probe_noise)):
+        raise ValueError(f"probe_noise is the L2 norm of the probes' corruption and must be a "
+                         f"finite number >= 0, got {cfg.probe_noise}")
     if cfg.se_block < 2:
         raise ValueError(f"se_block must be >= 2, got {cfg.se_block}")
 
@@ -449,6 +511,8 @@ def measure(
     se_block: int = 50,
     n_bootstrap: int = 200,
     method: str = "auto",
+    batchnorm: str = "eval",
+    probe_noise: float = 0.0,
     progress: bool = False,
     meta: dict | None = None,
 ) -> SensitivityResult:
@@ -472,11 +536,16 @@ def measure(
         noise_match, noise_rectify: conventions of :func:`diffeosense.noise.matched_noise`
             (``"batch"`` matching depends on the batch composition, hence on ``batch_size``).
         denominator: ``"streaming" | "pairs-incl-diag" | "pairs-excl-diag"`` (module docstring).
-        statistic: ``"mean" | "median"`` of the per-probe numerators.
+        statistic: ``"mean"`` or ``"median"`` of the per-probe numerators ``||Delta_i||^2``, or
+            ``"component-median"``, the authors' ``sum_j median_i Delta_ij^2``.
         channels: also the channel-resolved and channel-mean views.
         se_block, n_bootstrap: blocks of probes for the denominator's SE; bootstrap resamples
             for the median's SE.
         method: layer discovery, ``"auto" | "fx" | "hooks"``.
+        batchnorm: ``"eval"`` (running statistics, the model as given) or ``"batch"`` (each of
+            ``x``, ``tau x``, ``x + eta`` normalized by its own statistics over all probes; the
+            authors' convention at initialization; ``batch_size`` is then ignored).
+        probe_noise: L2 norm ``s`` of the Gaussian corruption of every probe (0: clean probes).
         progress: show a tqdm bar.
         meta: extra entries for the saved config (model name, data set...).
 
@@ -495,9 +564,12 @@ def measure(
         perturbation=_describe(perturbation), n_probes=int(n_probes), batch_size=int(batch_size),
         seed=int(seed), noise_match=noise_match, noise_rectify=bool(noise_rectify),
         denominator=denominator, statistic=statistic, channels=bool(channels),
-        se_block=int(se_block), n_bootstrap=int(n_bootstrap), method=method)
+        se_block=int(se_block), n_bootstrap=int(n_bootstrap), method=method,
+        batchnorm=batchnorm, probe_noise=float(probe_noise))
     _check_config(cfg)
-    perturber = _Perturber(perturbation, cfg.seed, noise_match, noise_rectify)
+    if cfg.batchnorm == "batch":
+        cfg.batch_size = cfg.n_probes  # one forward pass: statistics over all probes per stream
+    perturber = _Perturber(perturbation, cfg.seed, noise_match, noise_rectify, cfg.probe_noise)
     home = _model_device(model)
     device = check_device("device", device) if device is not None else home
     modes = {m: m.training for m in model.modules()}
@@ -523,7 +595,9 @@ def measure(
             except (RuntimeError, TypeError) as e:
                 raise _shape_error(model, first, e) from e
             chosen = select_layers(tap.layers, layers)
-            accs = {layer.name: _LayerAcc(layer, cfg.channels, cfg.se_block) for layer in chosen}
+            components = cfg.statistic == "component-median"
+            accs = {layer.name: _LayerAcc(layer, cfg.channels, cfg.se_block, components)
+                    for layer in chosen}
             if progress:
                 from tqdm.auto import tqdm
 
@@ -536,14 +610,15 @@ def measure(
                 B = x.shape[0]
                 x = x.to(device=device, dtype=torch.get_default_dtype()
                          if not x.is_floating_point() else x.dtype)
-                x_tau, x_eta = perturber(x, start)
+                x, x_tau, x_eta = perturber(x, start)
                 xs = torch.cat([x, x_tau, x_eta])
 
                 def sink(name: str, t: Tensor, B=B) -> None:
                     accs[name](t, B)
 
                 try:
-                    tap(xs, sink, accs.keys())
+                    with _batchnorm_mode(model, cfg.batchnorm, streams=3):
+                        tap(xs, sink, accs.keys())
                 except RuntimeError as e:
                     raise _shape_error(model, x, e) from e
                 start += B
@@ -561,6 +636,32 @@ def measure(
         warnings.warn(f"data holds only {start} probes (n_probes={cfg.n_probes} asked); "
                       f"measured on {start}", stacklevel=2)
     return _result(accs, cfg, start, tap.method, meta, provenance())
+
+
+@contextlib.contextmanager
+def _batchnorm_mode(model: nn.Module, mode: str, streams: int) -> Iterator[None]:
+    """With ``mode == "batch"``, every BatchNorm module of ``model`` normalizes each of the
+    ``streams`` equal chunks of its batch by that chunk's own statistics (biased variance, as in
+    training mode), without reading or updating its running statistics. The modules' own
+    ``forward`` is restored on exit."""
+    if mode != "batch":
+        yield
+        return
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def per_stream(m: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+        return torch.cat([
+            nn.functional.batch_norm(c, None, None, m.weight, m.bias, training=True,
+                                     momentum=0.0, eps=m.eps)
+            for c in x.chunk(streams)])
+
+    try:
+        for m in bns:
+            m.forward = functools.partial(per_stream, m)  # instance attribute shadows the class's
+        yield
+    finally:
+        for m in bns:
+            m.__dict__.pop("forward", None)
 
 
 def _chain(first: Tensor, rest: Iterable[Tensor]) -> Iterator[Tensor]:
@@ -619,6 +720,9 @@ def _summarize_total(v: _ViewAcc, a: Tensor, b: Tensor, cfg: MeasureConfig,
     """The whole representation: sum the groups of every per-probe and moment quantity."""
     tot = _ViewAcc(v.se_block)
     tot.a, tot.b = [a.sum(1, keepdim=True)], [b.sum(1, keepdim=True)]
+    if v.components:
+        tot.ca = [torch.cat(v.ca).flatten(1).unsqueeze(1)]
+        tot.cb = [torch.cat(v.cb).flatten(1).unsqueeze(1)]
     m = v.moments
     tot.moments = StreamingMoments(m.shift.reshape(1, -1))
     tot.moments._add(m.n, m.s1.reshape(1, -1), m.s2.sum().reshape(1))

@@ -22,9 +22,10 @@ _COMMANDS = [
     "diffeosense.cli.train",
     "diffeosense.cli.measure",
     "diffeosense.cli.scale_detection",
-    "diffeosense.cli.scale_detection_2d",
-    "diffeosense.cli.pooling",
     "diffeosense.cli.sweep",
+    "diffeosense.cli.reproduce",
+    "diffeosense.cli.pooling",
+    "diffeosense.cli.scale_detection_2d",
 ]
 
 

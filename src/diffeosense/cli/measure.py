@@ -12,6 +12,10 @@ _MEASURE_EXAMPLES = """examples:
       --out runs/v/sens
   diffeosense measure --model vgg11 --data cifar10 --layers conv+activation --channels \\
       --perturbation diffeo:cut=3,displacement=1 --out runs/vgg-init
+  diffeosense measure --model resnet18 --data cifar10 --batchnorm batch \\
+      --statistic component-median --out runs/r18-init-authors   # the published conventions
+  diffeosense measure --checkpoint runs/r18-noisy/checkpoints/best.pt --noise 1.0 \\
+      --out runs/r18-noisy/sens                                  # noisy probes, as trained
 """
 
 _PLOT_EXAMPLES = """examples:
@@ -59,8 +63,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    choices=["streaming", "pairs-incl-diag", "pairs-excl-diag"],
                    help="E||f(x1)-f(x2)||^2 convention: streaming (= pairs-excl-diag, unbiased; "
                    "default) or pairs-incl-diag (the authors' cdist().mean(), x (N-1)/N)")
-    p.add_argument("--statistic", choices=["mean", "median"], default="mean",
-                   help="average of the per-probe numerators (default mean)")
+    p.add_argument("--statistic", choices=["mean", "median", "component-median"],
+                   default="mean",
+                   help="numerator over probes, Delta = f(tau x) - f(x): mean of ||Delta||^2 "
+                   "(default), median of ||Delta||^2 over probes, or component-median = "
+                   "sum_j median_i Delta_ij^2 (the authors' median; memory n_probes x size)")
+    p.add_argument("--batchnorm", choices=["eval", "batch"], default="eval",
+                   help="BatchNorm statistics: eval = running statistics, the model as given "
+                   "(default); batch = each of x, tau x, x + eta normalized by its own "
+                   "statistics over all probes (the authors' convention at initialization; "
+                   "--batch-size is then ignored)")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="measure on probes corrupted by Gaussian noise of this L2 norm, the "
+                   "corruption of `train --noise` (default 0: clean probes)")
     p.add_argument("--channels", action="store_true",
                    help="also per-channel rows and the channel-averaged representation")
     p.add_argument("--method", choices=["auto", "fx", "hooks"], default="auto",
@@ -152,7 +167,8 @@ def _measure_locked(args: argparse.Namespace) -> int:
                   n_probes=args.n_probes, batch_size=args.batch_size, seed=args.seed,
                   device=device, noise_match=args.noise_match, noise_rectify=args.noise_rectify,
                   denominator=args.denominator, statistic=args.statistic,
-                  channels=args.channels, method=args.method,
+                  channels=args.channels, method=args.method, batchnorm=args.batchnorm,
+                  probe_noise=args.noise,
                   progress=not args.no_progress, meta=meta)
     out = Path(args.out)
     from .._io import check_run_folder

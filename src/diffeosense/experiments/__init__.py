@@ -14,6 +14,8 @@ finished pieces are skipped on a re-run.
 * :mod:`diffeosense.experiments.sweep`: sweep files (TOML/YAML grids) -> runs; ``run_sweep``.
 * :mod:`diffeosense.experiments.backends`: where runs execute (local pool, Ray, SLURM).
 * :mod:`diffeosense.experiments.collect`: every finished run in one tidy table.
+* :mod:`diffeosense.experiments.noisy_training`, ``pooling_figures``, ``reproduce``: the
+  paper's figures (``diffeosense reproduce``), on the sweep engine and the pooling engine.
 
 Modules are imported on demand (``from diffeosense.experiments.scale_detection import run``)
 so that one experiment's imports never slow down or break another's.

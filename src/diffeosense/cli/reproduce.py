@@ -1,0 +1,75 @@
+"""``diffeosense reproduce NAME --scale quick|paper``: the paper's figures and an HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+_EXAMPLES = """examples:
+  diffeosense reproduce noisy-training --scale quick --out results/reproduce-quick
+  diffeosense reproduce all --scale quick --workers 2 --out results/reproduce-quick
+  diffeosense reproduce layerwise filter-spectra --scale quick --out results/reproduce-quick
+  diffeosense reproduce noisy-training --scale paper --backend slurm --partition gpu --gpus 1 \\
+      --time 720 --device cuda --data-root /data --out runs/paper-fig1
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..experiments.reproduce import FIGURES, SCALES
+
+    p = subparsers.add_parser(
+        "reproduce",
+        help="reproduce a figure of the paper (runs, figures, self-contained HTML report)",
+        description="Run the grid of one of the paper's figures through the sweep engine "
+        "(resumable: re-run the same command to continue), draw the figures (PNG and SVG), write "
+        "their tables, and write OUT/report.html: every figure with its table, the paper's "
+        "claims with this run's verdict and the numbers, the presets, versions and this command. "
+        "--scale quick runs small nets on the embedded MNIST digits on a laptop; --scale paper "
+        "is the paper's grid on CIFAR-10, meant for a GPU cluster. Figures available: "
+        + ", ".join(FIGURES) + ".",
+        epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="+", metavar="NAME", choices=[*FIGURES, "all"],
+                   help="one or more figures (" + ", ".join(FIGURES) + "), or all")
+    p.add_argument("--scale", choices=SCALES, default="quick",
+                   help="quick (embedded MNIST, small nets, CPU) or paper (CIFAR-10, the "
+                   "paper's recipe, GPU cluster); default quick")
+    p.add_argument("--out", required=True, help="output folder (report.html goes here)")
+    p.add_argument("--backend", choices=["local", "ray", "slurm"], default="local",
+                   help="where the runs execute (see `diffeosense sweep --help`)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs at once (default: the number of cores)")
+    p.add_argument("--device", default="cpu", help="training/measuring device (default cpu)")
+    p.add_argument("--data-root", default=None, help="folder of the torchvision datasets")
+    g = p.add_argument_group("ray / slurm (as `diffeosense sweep`)")
+    g.add_argument("--address", default=None, help="Ray cluster address")
+    g.add_argument("--partition", default=None, help="SLURM partition")
+    g.add_argument("--time", type=int, default=60, dest="time_min",
+                   help="SLURM time limit per run in minutes (default 60)")
+    g.add_argument("--gpus", type=int, default=0, help="SLURM GPUs per run (default 0)")
+    g.add_argument("--cpus", type=int, default=1, help="SLURM CPUs per run (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="print nothing while running")
+    p.set_defaults(func=run_reproduce)
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    from ..experiments.reproduce import ReproduceOptions, reproduce
+
+    options: dict = {}
+    if args.backend == "ray":
+        options = {"address": args.address}
+    elif args.backend == "slurm":
+        options = {"partition": args.partition, "time_min": args.time_min, "gpus": args.gpus,
+                   "cpus": args.cpus}
+    opts = ReproduceOptions(backend=args.backend, workers=args.workers, device=args.device,
+                            data_root=args.data_root, backend_options=options,
+                            progress=not args.no_progress)
+    # The command as typed (the report and reproduce.json show it), else its canonical form.
+    command = "diffeosense " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
+        if sys.argv[1:2] == ["reproduce"] else \
+        f"diffeosense reproduce {' '.join(args.names)} --scale {args.scale} " \
+        f"--out {shlex.quote(args.out)}"
+    names = ["all"] if "all" in args.names else list(dict.fromkeys(args.names))
+    report = reproduce(names, args.scale, args.out, command, opts)
+    print(f"wrote {report}")
+    return 0

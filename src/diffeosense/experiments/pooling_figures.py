@@ -1,0 +1,264 @@
+"""The paper's Figs. 3 and 4: D_k, G_k, R_k of original vs channel-shuffled nets, and filter
+spectra, at initialization and after training on clean data.
+
+The nets are trained by the sweep engine with the same :class:`~.run.RunConfig` as the clean
+(s = 0) runs of :mod:`~diffeosense.experiments.noisy_training`, so a ``reproduce all`` trains
+each of them once. On the checkpoints ``init.pt`` and ``best.pt`` of each run this module calls
+the pooling engine only (:func:`diffeosense.pooling.pooling_report`,
+:func:`diffeosense.pooling.filter_spectra`); it adds the tables and the paper's claims.
+
+* Layer-wise (Fig. 3): ``pooling_report(model, clean test probes, n_shuffles=K)`` at init and
+  trained: D, G, R of every layer for the net and for K copies whose convolutions have their
+  input channels permuted (geometric mean over copies), and the share of the stability that
+  shuffling destroys (``channel_fraction``: channel pooling) or keeps (spatial pooling).
+* Filter spectra (Fig. 4): the mean squared projection of every conv filter on the Laplacian
+  eigenvectors of its grid, at init and trained; the homogeneous (lambda = 0) share is the
+  spatial pooling a layer has learned (a white filter has 1/K).
+
+>>> [n.model for n in PRESETS["quick"].training.nets]
+['lenet', 'vgg11bn']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._io import to_jsonable
+from . import noisy_training as nt
+from .run import RunConfig, run_dir
+
+__all__ = ["PoolingFiguresConfig", "PRESETS", "run_configs", "layerwise_tables",
+           "spectra_tables", "layerwise_claims", "spectra_claims"]
+
+
+@dataclass
+class PoolingFiguresConfig:
+    """Nets trained on clean data (``training``: a noisy-training grid with ``noises=[0.0]``)
+    and how their layers are measured.
+
+    Attributes:
+        training: the nets and their recipe (the clean runs of the noisy-training preset).
+        n_probes: clean test probes for D, G, R at every layer.
+        n_shuffles: channel-shuffled copies per net and stage.
+        layers: which layers (``"all"``: every node of the graph, as the paper).
+        seed: the measurement and shuffling seed.
+        init_batchnorm: how BatchNorm normalizes in the untrained nets (``measure``'s
+            ``batchnorm``): ``"batch"``, each of x, tau x, x + eta by its own statistics over
+            the probes, as the authors measured untrained nets (science.md §1b); trained nets
+            are measured as given (running statistics), ``"eval"``.
+    """
+
+    training: nt.NoisyTrainingConfig
+    n_probes: int = 500
+    n_shuffles: int = 3
+    layers: Any = "all"
+    seed: int = 0
+    init_batchnorm: str = "batch"
+
+    def __post_init__(self) -> None:
+        if self.training.noises != [0.0]:
+            raise ValueError(f"the layer-wise figures are for clean training: noises must be "
+                             f"[0.0], got {self.training.noises}")
+        if self.init_batchnorm not in ("eval", "batch"):
+            raise ValueError(f"init_batchnorm must be 'eval' or 'batch', got "
+                             f"{self.init_batchnorm!r}")
+        if self.n_shuffles < 1:
+            raise ValueError(f"n_shuffles must be >= 1 (the figure compares original and "
+                             f"shuffled nets), got {self.n_shuffles}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+
+def _clean(preset: nt.NoisyTrainingConfig, models: list[str]) -> nt.NoisyTrainingConfig:
+    nets = [n for n in preset.nets if n.model in models]
+    return dataclasses.replace(preset, nets=nets, noises=[0.0])
+
+
+PRESETS: dict[str, PoolingFiguresConfig] = {
+    # Quick: the two CNNs of the quick noisy-training grid that the paper also shows (Fig. 3:
+    # VGG11, VGG11bn, AlexNet, LeNet), trained exactly as there (same runs), 300 probes, 2
+    # shuffled copies: the layer-wise measurement of VGG11-BN then costs ~a minute per copy.
+    "quick": PoolingFiguresConfig(training=_clean(nt.PRESETS["quick"], ["lenet", "vgg11bn"]),
+                                  n_probes=300, n_shuffles=2),
+    "paper": PoolingFiguresConfig(
+        training=_clean(nt.PRESETS["paper"], ["vgg11", "vgg11bn", "alexnet", "lenet"]),
+        n_probes=500, n_shuffles=3),
+}
+
+
+def run_configs(cfg: PoolingFiguresConfig, device: str = "cpu",
+                data_root: str | None = None) -> list[RunConfig]:
+    """The training runs (identical to the clean noisy-training runs: shared hash folders)."""
+    return nt.run_configs(cfg.training, device=device, data_root=data_root)
+
+
+def _label(rc: RunConfig) -> str:
+    return nt._label(rc.train)
+
+
+def _checkpoints(rc: RunConfig, runs: Path) -> dict[str, Path]:
+    ck = run_dir(rc, runs) / "train" / "checkpoints"
+    stage = "best.pt" if rc.stages == ["best"] else "last.pt"
+    return {"init": ck / "init.pt", "trained": ck / stage}
+
+
+def _probes(rc: RunConfig, n: int):
+    from ..data import load_dataset
+
+    data = load_dataset(rc.train.data)
+    x = data.x_test if data.x_test is not None else data.x_train
+    return x[:n]
+
+
+def layerwise_tables(cfg: PoolingFiguresConfig, configs: list[RunConfig], runs: Path,
+                     out: Path, device: str = "cpu"):
+    """Per net and stage, :func:`~diffeosense.pooling.pooling_report` (saved under
+    ``out/<net>/<stage>-<hash>_*.csv``, the hash of the measurement settings: reused when
+    present). Returns one long table: ``model, stage, layer, depth, kind, D, D_shuffled, G,
+    G_shuffled, R, R_shuffled, channel_fraction``."""
+    import pandas as pd
+
+    from ..pooling import PoolingReport, pooling_report
+    from ..provenance import config_hash
+    from ..train import load_checkpoint
+
+    frames = []
+    for rc in configs:
+        name = _label(rc)
+        folder = out / _slug(name)
+        x = None
+        for stage, ck in _checkpoints(rc, runs).items():
+            bn = cfg.init_batchnorm if stage == "init" else "eval"
+            settings = {"run": rc.hash(), "stage": stage, "n_probes": cfg.n_probes,
+                        "n_shuffles": cfg.n_shuffles, "layers": cfg.layers, "seed": cfg.seed,
+                        "batchnorm": bn}
+            prefix = f"{stage}-{config_hash(settings, 8)}_"
+            if (folder / f"{prefix}pooling.csv").is_file():
+                rep = PoolingReport.load(folder, prefix=prefix)
+            else:
+                if x is None:
+                    x = _probes(rc, cfg.n_probes)
+                model, _, _ = load_checkpoint(ck, map_location=device)
+                rep = pooling_report(model, x, n_shuffles=cfg.n_shuffles, seed=cfg.seed,
+                                     layers=cfg.layers, n_probes=cfg.n_probes, device=device,
+                                     batchnorm=bn, meta={"model": name, "stage": stage})
+                rep.save(folder, prefix=prefix)
+            t = rep.to_frame()[["layer", "depth", "kind", "D", "D_shuffled", "G", "G_shuffled",
+                                "R", "R_shuffled", "channel_fraction"]]
+            t.insert(0, "stage", stage)
+            t.insert(0, "model", name)
+            frames.append(t)
+    return pd.concat(frames, ignore_index=True)
+
+
+def spectra_tables(configs: list[RunConfig], runs: Path, device: str = "cpu"):
+    """Filter spectra of every conv layer at init and trained: ``model, stage, layer, conv,
+    kernel, eigenvalue, fraction`` and, per layer, the homogeneous share (``homogeneous``
+    table: ``model, stage, layer, conv, kernel, fraction, white``)."""
+    import pandas as pd
+
+    from ..pooling import filter_spectra
+    from ..train import load_checkpoint
+
+    full, homo = [], []
+    for rc in configs:
+        name = _label(rc)
+        for stage, ck in _checkpoints(rc, runs).items():
+            model, _, _ = load_checkpoint(ck, map_location="cpu")
+            sp = filter_spectra(model)
+            t = sp.to_frame()
+            t = t[t["eigenvalue"].notna()][["layer", "conv", "kernel", "eigenvalue",
+                                             "fraction"]]
+            t.insert(0, "stage", stage)
+            t.insert(0, "model", name)
+            full.append(t)
+            h = sp.homogeneous()
+            h = h[h["fraction"].notna()]
+            h.insert(0, "stage", stage)
+            h.insert(0, "model", name)
+            homo.append(h)
+    return pd.concat(full, ignore_index=True), pd.concat(homo, ignore_index=True)
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in s)
+
+
+def _ends(table, model: str, stage: str):
+    t = table[(table["model"] == model) & (table["stage"] == stage)].sort_values("depth")
+    return t.iloc[0], t.iloc[-1]
+
+
+def layerwise_claims(table) -> list[dict[str, Any]]:
+    """The claims of Fig. 3, from the long table of :func:`layerwise_tables` (first row: the
+    input, last: the output of each net), each with a verdict over the nets (majority)."""
+    models = list(dict.fromkeys(table["model"]))
+    out = []
+
+    def verdict(flags):
+        return None if not flags else sum(flags) > len(flags) / 2
+
+    ev, flags = [], []
+    for m in models:
+        i0, o0 = _ends(table, m, "init")
+        i1, o1 = _ends(table, m, "trained")
+        r0, r1 = o0.D / i0.D, o1.D / i1.D
+        flags.append(bool(r1 < 1 and r1 < r0))
+        ev.append(f"{m}: D_out/D_in init {r0:.3g}, trained {r1:.3g}")
+    out.append({"text": "Training makes the deep representation stable to diffeomorphisms: D "
+                        "falls from input to output after training, more than at init.",
+                "reproduced": verdict(flags), "evidence": "; ".join(ev)})
+    ev, flags = [], []
+    for m in models:
+        _, o0 = _ends(table, m, "init")
+        _, o1 = _ends(table, m, "trained")
+        flags.append(bool(o1.G > o0.G))
+        ev.append(f"{m}: G_out init {o0.G:.3g}, trained {o1.G:.3g}")
+    out.append({"text": "Training makes the output more sensitive to white noise: G at the "
+                        "output rises with training.",
+                "reproduced": verdict(flags), "evidence": "; ".join(ev)})
+    ev, flags = [], []
+    for m in models:
+        _, o0 = _ends(table, m, "init")
+        _, o1 = _ends(table, m, "trained")
+        ratio = o1.R / o0.R
+        flags.append(bool(ratio < 0.1))
+        ev.append(f"{m}: R_out init {o0.R:.3g}, trained {o1.R:.3g} (x{ratio:.2g})")
+    out.append({"text": "R at the output falls by at least a decade with training.",
+                "reproduced": verdict(flags), "evidence": "; ".join(ev)})
+    ev, flags = [], []
+    for m in models:
+        _, o1 = _ends(table, m, "trained")
+        cf = float(o1.channel_fraction)
+        flags.append(bool(0 < cf < 1) if not math.isnan(cf) else False)
+        ev.append(f"{m}: channel share {cf:.2f}, D_out shuffled {o1.D_shuffled:.3g} vs "
+                  f"{o1.D:.3g}")
+    out.append({"text": "Both spatial and channel pooling build the stability of trained nets: "
+                        "shuffling the channels of every convolution loses part of it but not "
+                        "all (0 < channel share < 1 at the output).",
+                "reproduced": verdict(flags), "evidence": "; ".join(ev)})
+    return out
+
+
+def spectra_claims(homogeneous) -> list[dict[str, Any]]:
+    """Fig. 4's claim from the ``homogeneous`` table of :func:`spectra_tables`: with training
+    the filters' homogeneous (lambda = 0) share rises above its init value in most layers."""
+    ev, up, n = [], 0, 0
+    for m in dict.fromkeys(homogeneous["model"]):
+        h = homogeneous[homogeneous["model"] == m]
+        i = h[h["stage"] == "init"].set_index("layer")["fraction"]
+        t = h[h["stage"] == "trained"].set_index("layer")["fraction"]
+        k = int((t > i).sum())
+        up += k
+        n += len(t)
+        ev.append(f"{m}: {k}/{len(t)} layers up; last conv {i.iloc[-1]:.3f} -> {t.iloc[-1]:.3f}"
+                  f" (white {h['white'].iloc[-1]:.3f})")
+    return [{"text": "Training shifts the filter spectra to low Laplacian eigenvalues (spatial "
+                     "pooling): the homogeneous share rises above its initial (white) value "
+                     "in most conv layers.",
+             "reproduced": None if n == 0 else up > n / 2, "evidence": "; ".join(ev)}]

@@ -1,0 +1,198 @@
+"""A self-contained HTML report of an experiment: figures, their tables, claims and provenance.
+
+The report is one ``.html`` file that opens anywhere, offline: every figure is embedded as a
+``data:`` PNG, every table is written out in the page *and* offered as a ``data:`` CSV, and a
+Content-Security-Policy forbids the browser any fetch (``default-src 'none'``), so the file
+cannot depend on the network by accident. Each figure links to its table (``#table-<id>``) and
+each table back to its figure. The page also holds the paper's claims with, for each, whether
+this run reproduces it and the number that says so, the resolved config, the versions
+(:func:`diffeosense.provenance.provenance`) and the command that made it.
+
+The markup is well-formed XML as well as HTML5 (every element closed, attributes quoted), so
+it can be checked with a strict parser. This module sits at the edge: the core never imports it.
+
+>>> import pandas as pd, tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> png = d / "f.png"; _ = png.write_bytes(bytes.fromhex("89504e470d0a1a0a"))
+>>> fig = ReportFigure("f", "A figure", png, pd.DataFrame({"a": [1.0]}), caption="a = 1")
+>>> claim = Claim("a is one", True, "a = 1.0")
+>>> page = write_report(d / "r.html", "Demo", [fig], [claim], {"x": 1}, {"torch": "2"}, "cmd")
+>>> 'href="#table-f"' in page.read_text()
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import _io
+
+__all__ = ["ReportFigure", "Claim", "write_report", "render_report"]
+
+_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'")
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+pre { background: #f5f5f5; padding: .6em; overflow-x: auto; font-size: .85em; }
+table { border-collapse: collapse; font-size: .85em; margin: .5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: .2em .5em; text-align: right; }
+th { background: #eee; } td.text { text-align: left; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+.yes { color: #186a1d; font-weight: bold; } .no { color: #a11; font-weight: bold; }
+.na { color: #777; font-weight: bold; }
+"""
+
+# Counts the figures that decoded (naturalWidth > 0) once the page has loaded, for a headless
+# browser check: the count lands in <body data-figures-loaded="k/n"> and on the console.
+# (No '&' or '<' in it: the page must stay well-formed XML too.)
+_SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = document.querySelectorAll("figure img");
+  var ok = 0;
+  Array.prototype.forEach.call(imgs, function (img) {
+    if (img.complete) { if (img.naturalWidth > 0) { ok += 1; } }
+  });
+  document.body.setAttribute("data-figures-loaded", ok + "/" + imgs.length);
+  console.log("figures-loaded " + ok + "/" + imgs.length);
+});
+"""
+
+
+@dataclass
+class ReportFigure:
+    """One figure of a report and the table it was drawn from.
+
+    Attributes:
+        id: a short slug (letters, digits, ``-``), unique in the report: anchors ``fig-<id>``
+            and ``table-<id>``.
+        title: heading of the figure's section.
+        png: the PNG file to embed (written by the caller, e.g. next to an SVG twin).
+        table: the ``pandas.DataFrame`` behind the figure.
+        caption: what the figure shows and how to read it.
+        files: other files of the figure (SVG, CSV) named in the caption, relative names.
+    """
+
+    id: str
+    title: str
+    png: Path
+    table: Any
+    caption: str = ""
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Claim:
+    """A claim of the paper and this run's verdict: ``reproduced`` True/False, or None when the
+    run cannot tell (too few points); ``evidence`` is the number(s) that decide it."""
+
+    text: str
+    reproduced: bool | None
+    evidence: str
+    figure: str | None = None
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _cell(v: Any) -> tuple[str, bool]:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "NaN", False
+        return (f"{v:.4g}" if v != 0 else "0"), False
+    if isinstance(v, bool | int):
+        return str(v), False
+    return str(v), True
+
+
+def _table_html(df, table_id: str, fig_id: str) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    rows = []
+    for rec in df.itertuples(index=False):
+        cells = []
+        for v in rec:
+            text, is_text = _cell(v.item() if hasattr(v, "item") else v)
+            cls = ' class="text"' if is_text else ""
+            cells.append(f"<td{cls}>{_e(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    csv = base64.b64encode(df.to_csv(index=False).encode()).decode()
+    return (f'<table id="{table_id}"><caption>Table of <a href="#{fig_id}">figure {fig_id[4:]}'
+            f'</a> (<a download="{_e(fig_id[4:])}.csv" href="data:text/csv;base64,{csv}">CSV</a>)'
+            f"</caption><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _verdict(c: Claim) -> str:
+    if c.reproduced is None:
+        return '<span class="na">cannot tell</span>'
+    return '<span class="yes">reproduced</span>' if c.reproduced else \
+        '<span class="no">not reproduced</span>'
+
+
+def render_report(title: str, figures: list[ReportFigure], claims: list[Claim],
+                  config: Any, provenance: dict, command: str,
+                  notes: list[str] | None = None) -> str:
+    """The report as an HTML string (see the module docstring); figures are read from disk."""
+    ids = [f.id for f in figures]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"figure ids must be unique, got {ids}")
+    for f in figures:
+        if not f.id or not all(ch.isalnum() or ch == "-" for ch in f.id):
+            raise ValueError(f"figure id {f.id!r} must be letters, digits and '-'")
+        if not Path(f.png).exists():
+            raise FileNotFoundError(f"figure {f.id!r}: no PNG at {f.png}")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8" />',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}" />',
+        '<meta name="viewport" content="width=device-width, initial-scale=1" />',
+        f"<title>{_e(title)}</title><style>{_STYLE}</style>",
+        f"<script>{_SCRIPT}</script></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p>Made by</p><pre><code>{_e(command)}</code></pre>",
+    ]
+    for n in notes or []:
+        parts.append(f"<p>{_e(n)}</p>")
+    parts.append('<h2 id="claims">The paper\'s claims</h2>')
+    parts.append('<table><thead><tr><th>claim</th><th>this run</th><th>the numbers</th>'
+                 "<th>figure</th></tr></thead><tbody>")
+    for c in claims:
+        link = f'<a href="#fig-{_e(c.figure)}">{_e(c.figure)}</a>' if c.figure else ""
+        parts.append(f'<tr><td class="text">{_e(c.text)}</td><td class="text">{_verdict(c)}'
+                     f'</td><td class="text">{_e(c.evidence)}</td><td class="text">{link}</td>'
+                     "</tr>")
+    parts.append("</tbody></table>")
+    for f in figures:
+        png = base64.b64encode(Path(f.png).read_bytes()).decode()
+        files = (" Files: " + ", ".join(f.files) + ".") if f.files else ""
+        parts.append(
+            f'<h2 id="section-{f.id}">{_e(f.title)}</h2>'
+            f'<figure id="fig-{f.id}"><img alt="{_e(f.title)}" '
+            f'src="data:image/png;base64,{png}" />'
+            f"<figcaption>{_e(f.caption)}{_e(files)} "
+            f'<a href="#table-{f.id}">Its table</a>.</figcaption></figure>')
+        parts.append(_table_html(f.table, f"table-{f.id}", f"fig-{f.id}"))
+    parts.append('<h2 id="config">Config</h2>')
+    parts.append(f"<pre><code>{_e(json.dumps(_io.to_jsonable(config), indent=1))}</code></pre>")
+    parts.append('<h2 id="versions">Versions and machine</h2><table><tbody>')
+    for k, v in sorted(provenance.items()):
+        parts.append(f'<tr><th>{_e(k)}</th><td class="text">{_e(v)}</td></tr>')
+    parts.append("</tbody></table></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(path: str | os.PathLike, title: str, figures: list[ReportFigure],
+                 claims: list[Claim], config: Any, provenance: dict, command: str,
+                 notes: list[str] | None = None) -> Path:
+    """Write :func:`render_report` atomically to ``path``; returns the path."""
+    return _io.write_text(path, render_report(title, figures, claims, config, provenance,
+                                              command, notes))

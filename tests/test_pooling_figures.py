@@ -1,0 +1,85 @@
+"""Figs. 3 and 4 (layer-wise, filter spectra): tables and claims from the pooling engine, on
+runs shared with the noisy-training grid."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pandas as pd
+import pytest
+
+from diffeosense.experiments import noisy_training as nt
+from diffeosense.experiments import pooling_figures as pf
+
+
+def test_presets_train_the_clean_runs_of_the_noisy_grid():
+    for scale in ("quick", "paper"):
+        clean = {rc.hash() for rc in nt.run_configs(nt.PRESETS[scale])
+                 if rc.train.data.noise == 0}
+        mine = {rc.hash() for rc in pf.run_configs(pf.PRESETS[scale])}
+        assert mine and mine <= clean  # shared hash folders: trained once
+    assert [n.model for n in pf.PRESETS["paper"].training.nets] == \
+        ["vgg11", "vgg11bn", "alexnet", "lenet"]
+    with pytest.raises(ValueError, match="clean"):
+        pf.PoolingFiguresConfig(training=nt.PRESETS["quick"])
+
+
+def _long(model, stage, D, G, R, Ds, cf):
+    return [{"model": model, "stage": stage, "layer": n, "depth": k, "kind": "x", "D": d,
+             "D_shuffled": s, "G": g, "G_shuffled": g, "R": r, "R_shuffled": r,
+             "channel_fraction": c}
+            for k, (n, d, g, r, s, c) in enumerate(
+                zip(["input", "1", "output"], D, G, R, Ds, cf, strict=True))]
+
+
+def test_layerwise_claims_follow_the_numbers():
+    rows = (_long("a", "init", [0.2, 0.2, 0.2], [1, 1, 1], [0.2, 0.2, 0.2], [.2, .2, .2],
+                  [0, 0, 0])
+            + _long("a", "trained", [0.2, 0.05, 0.01], [1, 2, 4], [0.2, 0.025, 0.0025],
+                    [.2, .1, .05], [0, .3, .4]))
+    claims = pf.layerwise_claims(pd.DataFrame(rows))
+    assert [c["reproduced"] for c in claims] == [True, True, True, True]
+    assert "init 1, trained 0.05" in claims[0]["evidence"]
+    assert "channel share 0.40" in claims[3]["evidence"]
+    # an untrained-looking net: D does not fall, G does not rise
+    rows = (_long("a", "init", [0.2, 0.2, 0.1], [1, 1, 1], [.2, .2, .1], [.2, .2, .1], [0] * 3)
+            + _long("a", "trained", [0.2, 0.2, 0.2], [1, 1, 0.5], [.2, .2, .4], [.2, .2, .2],
+                    [0, 0, 0]))
+    assert [c["reproduced"] for c in pf.layerwise_claims(pd.DataFrame(rows))] == \
+        [False, False, False, False]
+
+
+def test_reproduce_layerwise_and_spectra_share_one_training(tmp_path, monkeypatch):
+    from diffeosense.experiments.reproduce import ReproduceOptions, reproduce
+
+    training = nt.NoisyTrainingConfig(
+        nets=[nt.NetSpec("simplecnn", {"depth": 2, "width": 4, "batch_norm": True}, lr=0.05)],
+        noises=[0.0],
+        P=200, epochs=1, n_probes=20)
+    monkeypatch.setitem(pf.PRESETS, "quick",
+                        pf.PoolingFiguresConfig(training=training, n_probes=24, n_shuffles=1))
+    path = reproduce(["layerwise", "filter-spectra"], "quick", tmp_path, "cmd",
+                     ReproduceOptions(workers=1, progress=False))
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert len(runs) == 1 and json.loads((runs[0] / "attempts.json").read_text()) == \
+        {"attempts": 1}
+    lw = pd.read_csv(tmp_path / "layerwise" / "layerwise.csv")
+    assert set(lw["stage"]) == {"init", "trained"} and (lw[["D", "G", "R"]] > 0).all().all()
+    assert lw["layer"].iloc[0] == "input" and lw["layer"].iloc[-1] == "output"
+    homo = pd.read_csv(tmp_path / "filter_spectra" / "filter_spectra_homogeneous.csv")
+    assert len(homo) == 4 and homo["white"].eq(1 / 9).all()  # 2 convs x 2 stages, 3 x 3
+    spectra = pd.read_csv(tmp_path / "filter_spectra" / "filter_spectra.csv")
+    sums = spectra.groupby(["stage", "layer"])["fraction"].sum()
+    assert sums.sub(1).abs().max() < 1e-9
+    for f in ("layerwise/layerwise.png", "layerwise/layerwise.svg",
+              "filter_spectra/filter_spectra.png", "filter_spectra/filter_spectra.svg"):
+        assert (tmp_path / f).stat().st_size > 1000
+    root = ET.fromstring(path.read_text().split("\n", 1)[1])
+    assert [f.get("id") for f in root.iter("figure")] == ["fig-layerwise", "fig-filter-spectra"]
+    # Untrained BatchNorm nets are measured with per-stream batch statistics (the authors'),
+    # trained ones as given.
+    (net,) = [p for p in (tmp_path / "layerwise").iterdir() if p.is_dir()]
+    for stage, bn in (("init", "batch"), ("trained", "eval")):
+        (meta,) = net.glob(f"{stage}-*_pooling.meta.json")
+        assert json.loads(meta.read_text())["config"]["measure"]["batchnorm"] == bn
