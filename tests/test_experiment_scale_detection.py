@@ -146,6 +146,13 @@ def test_tiny_experiment_end_to_end_resumes_and_is_deterministic(tmp_path):
 
     png = save_result_figure(load_result(root))
     assert png.exists() and png.stat().st_size > 10_000
+    # Each table carries its sidecar (rows, hash): a truncated table is refused, by name.
+    agg_csv = root / "aggregate.csv"
+    good = agg_csv.read_bytes()
+    agg_csv.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match=rf"{agg_csv} does not match its sidecar"):
+        load_result(root)
+    agg_csv.write_bytes(good)
 
     # The CLI with the same config re-uses everything and prints the exponent table.
     from diffeosense.cli import main

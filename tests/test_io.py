@@ -181,3 +181,21 @@ def test_clean_stale_temporaries(tmp_path):
         p.write_text("x")
     assert sorted(clean_stale_temporaries(tmp_path)) == sorted(tmps)
     assert all(p.exists() for p in keep) and not any(p.exists() for p in tmps)
+
+
+def test_check_run_folder_detects_a_vanished_folder(tmp_path):
+    import shutil
+
+    from diffeosense._io import check_run_folder, run_lock
+
+    folder = tmp_path / "run"
+    with run_lock(folder):
+        check_run_folder(folder)  # present and ours: fine
+        shutil.rmtree(folder)
+        with pytest.raises(FileNotFoundError, match="vanished during the run"):
+            check_run_folder(folder)
+        folder.mkdir()  # re-created by someone else: the lock is not there any more
+        with pytest.raises(FileNotFoundError, match="vanished or changed owner"):
+            check_run_folder(folder)
+    with pytest.raises(FileNotFoundError, match="vanished"):
+        check_run_folder(tmp_path / "never-made")

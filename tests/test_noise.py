@@ -86,3 +86,14 @@ def test_bad_input():
         matched_noise(x, x, xi=torch.zeros(3, 3))
     with pytest.raises(ValueError, match="batch"):
         matched_noise(torch.zeros(3), torch.zeros(3))
+
+
+@pytest.mark.parametrize("int_dtype", [torch.uint8, torch.int64, torch.bool])
+def test_integer_inputs_are_refused(int_dtype):
+    """Integer noise cannot have the matched norm (it used to round silently)."""
+    x = torch.zeros(2, 1, 4, 4, dtype=int_dtype)
+    x_tau = torch.ones(2, 1, 4, 4, dtype=int_dtype)
+    with pytest.raises(ValueError, match=f"floating-point tensors, got x of dtype {int_dtype}"):
+        matched_noise(x, x_tau, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="floating-point"):
+        sample_noise(x)

@@ -361,6 +361,52 @@ def test_aggregate_geometric_means():
     assert (agg.n_probes == 36).all()
 
 
+@pytest.mark.parametrize("int_dtype", [torch.uint8, torch.int32, torch.bool])
+def test_non_floating_images_are_a_clear_error(int_dtype):
+    """Not the misleading 'expects 1 input channels' of the first conv."""
+    from diffeosense.models import create_model
+
+    net = create_model("simplecnn", in_channels=1, num_classes=2, depth=1, width=4)
+    x = torch.ones(8, 1, 12, 12, dtype=int_dtype)
+    with pytest.raises(ValueError, match=f"floating-point inputs .*got dtype {int_dtype}"):
+        measure(net, x, n_probes=4)
+
+
+def test_tables_that_do_not_match_their_sidecar_are_refused(tmp_path):
+    """A truncated or edited table, another result's sidecar, no sidecar: each refused with
+    the file named (a truncated CSV used to plot 9 of 14 layers without a word)."""
+    import shutil
+
+    res = measure(small_cnn(), images(10), n_probes=10, channels=True)
+    path = res.save(tmp_path / "r.csv")
+    side = tmp_path / "r.meta.json"
+    good = path.read_bytes()
+    lines = good.decode().splitlines(keepends=True)
+    path.write_text("".join(lines[:-3]))  # truncated
+    with pytest.raises(ValueError, match=rf"{path} does not match its sidecar {side} \("
+                       rf"{len(lines) - 4} rows in the table, {len(lines) - 1} in the sidecar"):
+        SensitivityResult.load(path)
+    edited = lines[1].replace("0", "1", 1)  # one digit of the first row changed
+    assert edited != lines[1]
+    path.write_text("".join([lines[0], edited, *lines[2:]]))
+    with pytest.raises(ValueError, match="content hash differs"):
+        SensitivityResult.load(path)
+    path.write_bytes(good)
+    assert len(SensitivityResult.load(path).table) == len(res.table)
+    other = measure(small_cnn(), images(10), n_probes=10, seed=1).save(tmp_path / "o.csv")
+    shutil.copy(tmp_path / "o.meta.json", side)  # another result's sidecar
+    with pytest.raises(ValueError, match=r"it describes 'o.csv'"):
+        SensitivityResult.load(path)
+    side.unlink()
+    with pytest.raises(FileNotFoundError, match="has no sidecar r.meta.json"):
+        SensitivityResult.load(path)
+    j = res.save(tmp_path / "r.json")
+    j.write_text(j.read_text()[:-200])
+    with pytest.raises(ValueError, match=r"r.json is not valid JSON \(truncated\?\)"):
+        SensitivityResult.load(j)
+    assert SensitivityResult.load(other).config["seed"] == 1
+
+
 # ----------------------------------------------------------------- the published conventions
 def _streams(perturbation, x, seed, probe_noise=0.0):
     """Replay the three streams (x, tau x, x + eta) that measure(..., seed=seed) uses."""

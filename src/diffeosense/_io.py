@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write", "write_bytes", "write_text", "write_json", "torch_save", "to_jsonable",
     "dataclass_from_dict", "write_table", "read_table", "sidecar_path",
     "run_lock", "RunLock", "RunFolderBusy", "LOCK_NAME", "clean_stale_temporaries",
+    "check_run_folder", "table_record", "check_table",
 ]
 
 
@@ -124,7 +125,14 @@ def write_table(path: str | os.PathLike, table, meta: dict[str, Any]) -> Path:
     """Write a ``pandas.DataFrame`` as ``.csv``, ``.json`` or ``.parquet`` (atomic).
 
     CSV and Parquet get a sidecar ``<stem>.meta.json`` holding ``meta`` (format, config,
-    provenance); JSON holds everything: ``{**meta, "rows": [...]}`` with NaN written as null.
+    provenance) and the table's :func:`table_record` (file, rows, columns, SHA-256), written
+    after the table: it vouches for it. JSON holds everything:
+    ``{**meta, "n_rows": N, "rows": [...]}`` with NaN written as null.
+
+    >>> import pandas as pd, tempfile
+    >>> p = write_table(Path(tempfile.mkdtemp()) / "t.csv", pd.DataFrame({"a": [1, 2]}), {})
+    >>> read_table(p)[0].a.tolist()
+    [1, 2]
     """
     import math
 
@@ -133,16 +141,18 @@ def write_table(path: str | os.PathLike, table, meta: dict[str, Any]) -> Path:
     if suffix == ".json":
         rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
                  for k, v in r.items()} for r in table.to_dict("records")]
-        return write_json(path, {**meta, "rows": rows})
+        return write_json(path, {**meta, "n_rows": len(rows), "rows": rows})
     if suffix == ".csv":
-        write_text(path, table.to_csv(index=False))
+        data = table.to_csv(index=False).encode("utf-8")
     elif suffix == ".parquet":
         buf = io.BytesIO()
         table.to_parquet(buf, index=False)
-        write_bytes(path, buf.getvalue())
+        data = buf.getvalue()
     else:
         raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or .parquet")
-    write_json(sidecar_path(path), meta)
+    write_bytes(path, data)
+    record = table_record(path, data, len(table), list(table.columns))
+    write_json(sidecar_path(path), {**meta, "table": record})  # last: the commit point
     return path
 
 
@@ -151,7 +161,9 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None,
     """Read a table written by :func:`write_table`: returns ``(DataFrame, meta)``.
 
     ``columns`` orders the rows of a JSON table; ``numeric`` columns are coerced to float
-    (JSON nulls and empty CSV cells become NaN). A missing sidecar gives ``meta = {}``.
+    (JSON nulls and empty CSV cells become NaN). A CSV/Parquet table is refused (a
+    ValueError naming it) when it does not match its sidecar's row count, columns and hash
+    (truncated, edited, replaced), and a FileNotFoundError when it has no sidecar.
     """
     import pandas as pd
 
@@ -160,21 +172,40 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None,
         raise FileNotFoundError(f"no result file {path}")
     suffix = path.suffix.lower()
     if suffix == ".json":
-        blob = json.loads(path.read_text())
+        try:
+            blob = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON (truncated?): {e}") from None
         if not isinstance(blob, dict) or "rows" not in blob:
             raise ValueError(f"{path} is not a {what} (no 'rows')")
+        n = blob.get("n_rows", len(blob["rows"]))
+        if n != len(blob["rows"]):
+            raise ValueError(f"{path} holds {len(blob['rows'])} rows but says {n}: it was "
+                             f"edited after it was written; re-run to write it again")
         df = pd.DataFrame.from_records(blob["rows"], columns=columns)
         meta = blob
     else:
-        if suffix == ".csv":
-            df = pd.read_csv(path)
-        elif suffix == ".parquet":
-            df = pd.read_parquet(path)
-        else:
+        if suffix not in (".csv", ".parquet"):
             raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or "
                              ".parquet")
         side = sidecar_path(path)
-        meta = json.loads(side.read_text()) if side.exists() else {}
+        if not side.exists():
+            raise FileNotFoundError(
+                f"{path} has no sidecar {side.name} (its config, row count and hash): a table "
+                f"without it cannot be checked; re-run to write both"
+            )
+        try:
+            meta = json.loads(side.read_text())
+        except ValueError as e:
+            raise ValueError(f"the sidecar {side} is not valid JSON ({e})") from None
+        data = path.read_bytes()
+        try:
+            df = (pd.read_csv(io.BytesIO(data)) if suffix == ".csv"
+                  else pd.read_parquet(io.BytesIO(data)))  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - any parser error: a damaged table
+            raise ValueError(f"{path} cannot be read as a table ({type(e).__name__}: {e}); "
+                             f"re-run to write it again") from None
+        check_table(path, data, len(df), list(df.columns), meta.get("table"), side)
     for c in numeric:
         if c in df:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
@@ -335,6 +366,19 @@ def run_lock(folder: str | os.PathLike) -> Iterator[RunLock]:
             lock.path.unlink(missing_ok=True)
 
 
+def check_run_folder(folder: str | os.PathLike) -> None:
+    """Before writing results into ``folder``: raise FileNotFoundError if it vanished during
+    the run (or, when this thread holds its :func:`run_lock`, if the lock is gone), instead of
+    letting an atomic write re-create it holding half a run."""
+    folder = Path(folder)
+    lock = _held_locks.get((folder.resolve(), threading.get_ident()))
+    if lock is not None:
+        lock.check()
+    elif not folder.is_dir():
+        raise FileNotFoundError(f"the output folder {folder} vanished during the run (deleted "
+                                f"or moved); stopped before writing")  # fmt: skip
+
+
 def _acquire(folder: Path) -> RunLock:
     path = folder / LOCK_NAME
     owner = {
@@ -388,3 +432,50 @@ def clean_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) -
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables and their sidecars.
+
+
+def table_record(path: str | os.PathLike, data: bytes, n_rows: int, columns: list) -> dict:
+    """What a sidecar says of the table file ``path`` whose bytes are ``data``: its name,
+    row count, columns and SHA-256 (checked by :func:`check_table` on every read).
+
+    >>> table_record("t.csv", b"a\\n1\\n", 1, ["a"])["rows"]
+    1
+    """
+    import hashlib
+
+    return {"file": Path(path).name, "rows": int(n_rows), "columns": [str(c) for c in columns],
+            "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+
+
+def check_table(path: str | os.PathLike, data: bytes, n_rows: int, columns: list,
+                record: dict | None, sidecar: str | os.PathLike) -> None:  # fmt: skip
+    """Refuse a table that does not match its sidecar's :func:`table_record`: another file
+    name, row count, columns or content hash (a truncated, edited or replaced table, or a
+    sidecar left by another result). The ValueError names the table and the sidecar."""
+    import hashlib
+
+    if record is None:
+        raise ValueError(
+            f"the sidecar {sidecar} of {path} holds no table record (row count and content "
+            f"hash): it was not written with {Path(path).name}; re-run the measurement"
+        )
+    problems = []
+    if record.get("file") != Path(path).name:
+        problems.append(f"it describes {record.get('file')!r}")
+    if record.get("rows") != n_rows:
+        problems.append(f"{n_rows} rows in the table, {record.get('rows')} in the sidecar")
+    if record.get("columns") != [str(c) for c in columns]:
+        problems.append("the columns differ")
+    if record.get("sha256") != hashlib.sha256(data).hexdigest():
+        problems.append("the content hash differs")
+    if problems:
+        raise ValueError(
+            f"{path} does not match its sidecar {sidecar} ({'; '.join(problems)}): the table "
+            f"was truncated, edited or replaced after it was written; re-run the measurement "
+            f"or restore both files"
+        )
+

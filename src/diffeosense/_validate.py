@@ -88,7 +88,7 @@ def _accepts(value: Any, kind: type) -> bool:
     if kind is int:
         return isinstance(value, numbers.Integral)
     if kind is float:
-        return isinstance(value, numbers.Real) and math.isfinite(float(value))
+        return isinstance(value, numbers.Real)
     return isinstance(value, kind)
 
 
@@ -106,27 +106,39 @@ def type_error(annotation: Any, value: Any) -> str | None:
     kinds = [_SIMPLE.get(a.strip()) for a in str(ann).split("|")]
     if not kinds or None in kinds or any(_accepts(value, t) for t in kinds):
         return None
-    return "must be " + " or ".join(a.strip() for a in str(ann).split("|")) + (
-        " (finite)" if float in kinds else "")
+    return "must be " + " or ".join(a.strip() for a in str(ann).split("|"))
 
 
-def check_types(obj: Any) -> None:
-    """Check every field of the dataclass ``obj`` whose annotation is made of int, float,
-    bool, str and None (see :func:`type_error`); a ValueError names the first bad one.
+def check_types(obj: Any, **ranges: dict[str, Any]) -> None:
+    """Check every field of the dataclass ``obj``: a field named in ``ranges`` with
+    :func:`check_float` and that range (``noise={"lo": 0}``); any other field whose annotation
+    is made of int, float, bool, str and None by type (:func:`type_error`), a float also
+    finite. A ValueError names the first bad field.
 
     >>> from dataclasses import dataclass
     >>> @dataclass
     ... class C:
     ...     width: int = 4
+    ...     lr: float = 0.1
     >>> check_types(C(width="abc"))
     Traceback (most recent call last):
     ...
     ValueError: C.width must be int, got 'abc'
+    >>> check_types(C(lr=float("nan")), lr={"lo": 0, "lo_open": True})
+    Traceback (most recent call last):
+    ...
+    ValueError: C.lr must be a finite number > 0, got nan
     """
     import dataclasses
 
+    owner = type(obj).__name__
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        if f.name in ranges:
+            check_float(owner, f.name, value, **ranges[f.name])
+            continue
         err = type_error(f.type, value)
+        if err is None and isinstance(value, float) and not math.isfinite(value):
+            err = "must be a finite number"
         if err:
-            raise ValueError(f"{type(obj).__name__}.{f.name} {err}, got {value!r}")
+            raise ValueError(f"{owner}.{f.name} {err}, got {value!r}")

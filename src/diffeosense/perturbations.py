@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from . import diffeo as _diffeo
-from ._validate import check_float, check_types
+from ._validate import check_types
 
 __all__ = [
     "Perturbation",
@@ -93,11 +93,9 @@ class MaxEntDiffeo:
     name: str = "diffeo"
 
     def __post_init__(self) -> None:
-        check_types(self)
-        if isinstance(self.cut, bool) or not isinstance(self.cut, int) or self.cut < 1:
+        check_types(self, displacement={"lo": 0}, T={"lo": 0, "optional": True})
+        if self.cut < 1:
             raise ValueError(f"MaxEntDiffeo.cut must be an integer >= 1, got {self.cut!r}")
-        check_float("MaxEntDiffeo", "displacement", self.displacement, lo=0)
-        check_float("MaxEntDiffeo", "T", self.T, lo=0, optional=True)
         _diffeo._check_interp(self.interp)
 
     def temperature(self, size: tuple[int, ...]) -> float:

@@ -442,6 +442,9 @@ class SensitivityResult:
         df, meta = _io.read_table(
             path, COLUMNS, ("D", "G", "R", "D_se", "G_se", "R_se", "num_D", "num_G",
                             "denominator"), what="diffeosense sensitivity result")
+        missing = [c for c in ("layer", "view", "D", "G", "R") if c not in df]
+        if missing:
+            raise ValueError(f"{path} is not a sensitivity table: no column(s) {missing}")
         df["layer"] = df["layer"].astype(str)
         return cls(df, meta.get("config", {}), meta.get("provenance", {}))
 

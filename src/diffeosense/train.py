@@ -60,7 +60,7 @@ from ._io import (
     write_json,
     write_text,
 )
-from ._validate import check_device, check_float, check_types
+from ._validate import check_device, check_types
 from .data import DataConfig, ImageDataset, list_datasets, load_dataset
 from .models import create_model, list_models
 from .models._registry import model_options
@@ -132,7 +132,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
             self.data = DataConfig.from_dict(self.data)
-        check_types(self)
+        check_types(
+            self, lr={"lo": 0, "lo_open": True, "optional": True},
+            momentum={"lo": 0, "hi": 1, "hi_open": True}, weight_decay={"lo": 0, "optional": True},
+        )  # fmt: skip
+        check_device("TrainConfig.device", self.device)
         if self.optimizer not in _OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in _SCHEDULES:
@@ -143,10 +147,6 @@ class TrainConfig:
             raise ValueError("epochs must be >= 0 and batch sizes >= 1")
         if self.keep_every < 0:
             raise ValueError(f"keep_every must be >= 0, got {self.keep_every}")
-        check_device("TrainConfig.device", self.device)
-        check_float("TrainConfig", "lr", self.lr, lo=0, lo_open=True, optional=True)
-        check_float("TrainConfig", "momentum", self.momentum, lo=0, hi=1, hi_open=True)
-        check_float("TrainConfig", "weight_decay", self.weight_decay, lo=0, optional=True)
 
     # -- resolved recipe ------------------------------------------------------------------
     @property

@@ -171,6 +171,9 @@ def _measure_locked(args: argparse.Namespace) -> int:
                   probe_noise=args.noise,
                   progress=not args.no_progress, meta=meta)
     out = Path(args.out)
+    from .._io import check_run_folder
+
+    check_run_folder(out)  # deleted while measuring: fail, do not re-create half a result
     table = res.save(out / f"sensitivity.{args.format}")
     print(f"wrote {table}")
     if not args.no_plot:
@@ -189,14 +192,24 @@ def _measure_locked(args: argparse.Namespace) -> int:
 def _result_path(p: str) -> Path:
     path = Path(p)
     if path.is_dir():
-        for ext in ("csv", "parquet", "json"):
-            if (path / f"sensitivity.{ext}").exists():
-                return path / f"sensitivity.{ext}"
-        for ext in ("csv", "parquet"):
-            if (path / f"track.{ext}").exists():
-                return path / f"track.{ext}"
-        raise FileNotFoundError(f"no sensitivity.csv/.parquet/.json or track.csv/.parquet in "
-                                f"{path}")
+        found = [path / f"sensitivity.{ext}" for ext in ("csv", "parquet", "json")
+                 if (path / f"sensitivity.{ext}").exists()]  # fmt: skip
+        if not found:
+            found = [path / f"track.{ext}" for ext in ("csv", "parquet")
+                     if (path / f"track.{ext}").exists()]  # fmt: skip
+        if not found:
+            raise FileNotFoundError(f"no sensitivity.csv/.parquet/.json or track.csv/.parquet "
+                                    f"in {path}")
+        if len(found) > 1:
+            # Never pick one silently: an older table beside a newer one is a stale result.
+            from datetime import datetime
+
+            found.sort(key=lambda p: p.stat().st_mtime)
+            when = ", ".join(f"{p.name} (written {datetime.fromtimestamp(p.stat().st_mtime)})"
+                             for p in found)  # fmt: skip
+            raise ValueError(f"{path} holds several results: {when}; the newest is "
+                             f"{found[-1].name}. Name the file to plot.")
+        return found[0]
     if not path.exists():
         raise FileNotFoundError(f"no result file {path}")
     return path

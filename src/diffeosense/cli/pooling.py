@@ -82,8 +82,17 @@ def _load(path: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._io import run_lock
+
+    # The lock checks --out (a file, not writable, in use) before any work.
+    with run_lock(args.out):
+        return _run_locked(args)
+
+
+def _run_locked(args: argparse.Namespace) -> int:
     import torch
 
+    from .._io import check_run_folder
     from ..data import DataConfig, load_dataset
     from ..pooling import pooling_report
 
@@ -128,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     report = pooling_report(model, x, n_shuffles=args.n_shuffles, meta={**meta, "state":
                             "trained" if args.checkpoint else "init"}, **kw)
+    check_run_folder(out)  # deleted while measuring: fail, do not re-create half a result
     written = report.save(out, fmt=args.format)
     init = None
     if init_model is not None:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .._io import dataclass_from_dict
-from .._validate import check_float, check_types
+from .._validate import check_types
 
 __all__ = [
     "DataConfig",
@@ -80,11 +80,10 @@ class DataConfig:
     download: bool = True
 
     def __post_init__(self) -> None:
-        check_types(self)
+        # noise is an L2 norm: finite and >= 0 (NaN would silently train without noise).
+        check_types(self, noise={"lo": 0})
         if self.P is not None and int(self.P) <= 0:
             raise ValueError(f"P must be a positive training-set size or None, got {self.P}")
-        # noise is an L2 norm: finite and >= 0 (NaN would silently train without noise).
-        check_float("DataConfig", "noise", self.noise, lo=0)
         if self.noise_on not in _NOISE_ON:
             raise ValueError(f"noise_on must be one of {_NOISE_ON}, got {self.noise_on!r}")
 
@@ -396,14 +395,58 @@ def _uint8_images(data, channels_last: bool) -> torch.Tensor:
 _CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch and nothing else: the only globals admitted are those that
+    rebuild a numpy array (and ``_codecs.encode``, which protocol-2 pickles use for bytes).
+    Any other global (``os.system``, ``builtins.eval``, a class...) is refused before it is
+    called: a planted batch file cannot run code. Built-in containers, numbers, str and bytes
+    need no global."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }  # fmt: skip
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks for the global {module}.{name}")
+
+
 def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """One CIFAR-10 python batch: a pickled dict with 'data' (uint8 [n, 3072], channel-major
-    32x32 planes) and 'labels'. Returns (uint8 [n, 3, 32, 32], int64 [n])."""
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="latin1")
-    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-    data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    32x32 planes) and 'labels' (n ints in 0..9). Returns (uint8 [n, 3, 32, 32], int64 [n]).
+
+    Read with a restricted unpickler (:class:`_CifarUnpickler`), then checked: a dict of
+    str/bytes keys, a uint8 array of shape [n, 3072], n integer labels in 0..9. Anything else
+    is a ValueError naming the file."""
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{path} is damaged or not a CIFAR-10 batch file ({why}); not loaded. "
+                          f"Replace it with the official file (delete the folder to "
+                          f"download it again)")  # fmt: skip
+
+    try:
+        with open(path, "rb") as f:
+            d = _CifarUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, ImportError) as e:  # fmt: skip
+        raise bad(f"{type(e).__name__}: {e}") from None
+    if not isinstance(d, dict) or not all(isinstance(k, str | bytes) for k in d):
+        raise bad(f"a pickled {type(d).__name__}, not a dict with str keys")
+    d = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
+    data = d.get("data")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3072:
+        what = (f"{data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray)
+                else type(data).__name__)  # fmt: skip
+        raise bad(f"'data' must be a uint8 array [n, 3072], got {what}")
     labels = d.get("labels", d.get("fine_labels"))
+    if not isinstance(labels, list | np.ndarray) or len(labels) != len(data) or not all(
+            isinstance(v, int | np.integer) and 0 <= v < 10 for v in labels):  # fmt: skip
+        raise bad(f"'labels' must be {len(data)} integers in 0..9")
+    data = data.reshape(-1, 3, 32, 32)
     return torch.from_numpy(data.copy()), torch.as_tensor(np.asarray(labels, dtype=np.int64))
 
 
@@ -416,7 +459,7 @@ def _cifar10(cfg: DataConfig):
         _torchvision("CIFAR10", "cifar10", cfg, train=True)
     try:
         parts = [_read_cifar_batch(base / f) for f in _CIFAR_FILES]
-    except (OSError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as e:
+    except OSError as e:
         raise ValueError(f"cannot read CIFAR-10 from {base} ({e}); the files look damaged: "
                          f"replace {_EXPECTED_FILES['cifar10']}") from None
     xtr = torch.cat([p[0] for p in parts[:5]])

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from .._validate import check_float, check_types
+from .._validate import check_types
 from ..perturbations import register_perturbation
 
 __all__ = [
@@ -105,7 +105,8 @@ class ScaleDetectionConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_types(self)
+        check_types(self, xi={"lo": 0, "lo_open": True}, gap={"lo": 0},
+                    amplitude={"optional": True})  # fmt: skip
         if self.dim not in (1, 2):
             raise ValueError(f"dim must be 1 or 2, got {self.dim}")
         if self.size < 2:
@@ -117,9 +118,6 @@ class ScaleDetectionConfig:
                 raise ValueError("task='block' (task 2) is defined for dim=1 only")
             if self.xi != int(self.xi) or not 1 <= self.xi <= self.size:
                 raise ValueError(f"task='block' needs an integer xi in [1, size], got {self.xi}")
-        check_float("ScaleDetectionConfig", "xi", self.xi, lo=0, lo_open=True)
-        check_float("ScaleDetectionConfig", "gap", self.gap, lo=0)
-        check_float("ScaleDetectionConfig", "amplitude", self.amplitude, optional=True)
         if self.xi <= 0 or self.gap < 0:
             raise ValueError(f"need xi > 0 and gap >= 0, got xi={self.xi}, gap={self.gap}")
         if self.train_size < 0 or (self.test_size is not None and self.test_size < 0):

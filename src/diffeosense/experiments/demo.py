@@ -73,7 +73,7 @@ def run(cfg: DemoConfig, out_dir: str | Path) -> dict[str, Any]:
 
 
 def _run_locked(cfg: DemoConfig, out: Path) -> dict[str, Any]:
-    from .._io import write_json
+    from .._io import check_run_folder, clean_stale_temporaries, write_json
     from ..data import DataConfig, load_dataset
     from ..plots.sensitivity import plot_sensitivity
     from ..plots.tracking import plot_tracking
@@ -81,6 +81,7 @@ def _run_locked(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     from ..tracking import DEFAULT_TRACK_PROBES, SensitivityTracker, TrackConfig
     from ..train import TrainConfig, train
 
+    clean_stale_temporaries(out)  # we own the folder: a .tmp left here is a killed write
     data_cfg = DataConfig(name=cfg.data, seed=cfg.seed)
     tcfg = TrainConfig(
         model=cfg.model, model_kwargs=dict(cfg.model_kwargs), data=data_cfg, epochs=cfg.epochs,
@@ -96,6 +97,7 @@ def _run_locked(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     x = data.x_test[: cfg.n_probes]
     init = _measure(ckpts / "init.pt", x, cfg, "init")
     trained = _measure(ckpts / "last.pt", x, cfg, "trained")
+    check_run_folder(out)  # deleted during the run: fail rather than re-create half of it
     init.save(out / "sensitivity_init.csv")
     trained.save(out / "sensitivity_trained.csv")
     plot_sensitivity(
@@ -116,6 +118,7 @@ def _run_locked(cfg: DemoConfig, out: Path) -> dict[str, Any]:
         "files": sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
         "provenance": provenance(),
     }
+    check_run_folder(out)  # the summary never names files that are gone
     write_json(out / "summary.json", summary)
     return summary
 

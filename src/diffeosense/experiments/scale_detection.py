@@ -94,7 +94,7 @@ from typing import Any
 import numpy as np
 
 from .. import _io
-from .._validate import check_float, check_types
+from .._validate import check_types
 from ..provenance import config_hash, provenance
 
 __all__ = [
@@ -189,7 +189,11 @@ class ScaleDetectionExperiment:
             v = getattr(self, name)
             if v is not None and not isinstance(v, tuple):
                 object.__setattr__(self, name, tuple(int(a) for a in v))
-        check_types(self)
+        check_types(
+            self, xi={"lo": 0, "lo_open": True}, gap={"lo": 0}, amplitude={"optional": True},
+            lr={"lo": 0, "lo_open": True}, momentum={"lo": 0, "hi": 1, "hi_open": True},
+            weight_decay={"lo": 0},
+        )  # fmt: skip
         if self.epochs < 1:
             raise ValueError(f"ScaleDetectionExperiment.epochs must be >= 1 (the experiment "
                              f"compares the nets before and after training), got {self.epochs}")
@@ -228,11 +232,6 @@ class ScaleDetectionExperiment:
               readout=self.readout, init=self.init, activation=self.activation)  # validates
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
-        for name, lo, kw in (("xi", 0, {"lo_open": True}), ("gap", 0, {}), ("lr", 0, {
-                "lo_open": True}), ("momentum", 0, {"hi": 1, "hi_open": True}),
-                ("weight_decay", 0, {})):  # fmt: skip
-            check_float("ScaleDetectionExperiment", name, getattr(self, name), lo=lo, **kw)
-        check_float("ScaleDetectionExperiment", "amplitude", self.amplitude, optional=True)
         if not self.lr > 0 or self.batch_size < 1 or self.epochs < 0:
             raise ValueError("need lr > 0, batch_size >= 1 and epochs >= 0")
         if self.n_probes is not None and self.n_probes < 2:
@@ -611,6 +610,7 @@ def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool
     from ..data.scale_detection import make_scale_detection
     from ..sensitivity import SensitivityResult, aggregate
 
+    _io.clean_stale_temporaries(root)  # we own the folder: a .tmp left here is a killed write
     data = make_scale_detection(cfg.data_config())
     if len(data.x_test) < 2:
         raise ValueError("the test split holds fewer than 2 pairs: the sensitivities need "
@@ -648,10 +648,10 @@ def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool
     agg = pd.concat(agg_frames, ignore_index=True)
     theory = theory_table(cfg)
     exponents = fit_exponents(cfg, sensitivity, agg, theory)
-    _io.write_text(root / "sensitivity.csv", sensitivity.to_csv(index=False))
-    _io.write_text(root / "aggregate.csv", agg.to_csv(index=False))
-    _io.write_text(root / "theory.csv", theory.to_csv(index=False))
-    _io.write_text(root / "exponents.csv", exponents.to_csv(index=False))
+    _io.check_run_folder(root)  # deleted during the run: fail rather than re-create half of it
+    for name, table in (("sensitivity", sensitivity), ("aggregate", agg), ("theory", theory),
+                        ("exponents", exponents)):  # fmt: skip
+        _io.write_table(root / f"{name}.csv", table, {"config_hash": cfg.folder_hash()})
     _io.write_json(root / "summary.json", {
         "config": cfg.to_dict(), "resolved": cfg.resolved(), "config_hash": cfg.folder_hash(),
         "units": units,
@@ -663,7 +663,6 @@ def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool
 
 def load_result(path: str | Path) -> ScaleDetectionResult:
     """Read a finished run folder written by :func:`run`."""
-    import pandas as pd
 
     root = Path(path)
     summary = root / "summary.json"
@@ -671,7 +670,7 @@ def load_result(path: str | Path) -> ScaleDetectionResult:
         raise FileNotFoundError(f"{root} holds no finished scale-detection run (no summary.json)")
     blob = json.loads(summary.read_text())
     cfg = ScaleDetectionExperiment.from_dict(blob["config"])
-    tables = {name: pd.read_csv(root / f"{name}.csv")
+    tables = {name: _io.read_table(root / f"{name}.csv")[0]
               for name in ("sensitivity", "aggregate", "theory", "exponents")}
     return ScaleDetectionResult(cfg, root, tables["sensitivity"], tables["aggregate"],
                                 tables["theory"], tables["exponents"], blob["units"])

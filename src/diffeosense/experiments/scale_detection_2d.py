@@ -211,12 +211,19 @@ def run(cfg: DeepScaleDetectionExperiment | None = None, out_dir: str | Path = "
     A pure function of ``cfg`` (up to the device's floating point): finished units are
     loaded, a killed training resumes from its last epoch.
     """
+    cfg = cfg or preset("quick")
+    root = Path(out_dir) / f"scale-detection-2d-{cfg.folder_hash()}"
+    with _io.run_lock(root):  # one process per run folder; a second gets RunFolderBusy
+        return _run_locked(cfg, root, progress)
+
+
+def _run_locked(cfg: DeepScaleDetectionExperiment, root: Path, progress: bool
+                ) -> DeepScaleDetectionResult:  # fmt: skip
     import pandas as pd
 
     from ..sensitivity import SensitivityResult
 
-    cfg = cfg or preset("quick")
-    root = Path(out_dir) / f"scale-detection-2d-{cfg.folder_hash()}"
+    _io.clean_stale_temporaries(root)  # we own the folder: a .tmp left here is a killed write
     prov = provenance()
     _io.write_json(root / "config.json", {"config": cfg.to_dict(),
                                           "config_hash": cfg.folder_hash(), "provenance": prov})
@@ -244,20 +251,19 @@ def run(cfg: DeepScaleDetectionExperiment | None = None, out_dir: str | Path = "
             rows.append(row)
     sensitivity = pd.concat(frames, ignore_index=True)
     summary = pd.DataFrame(rows)
-    _io.write_text(root / "sensitivity.csv", sensitivity.to_csv(index=False))
-    _io.write_text(root / "summary.csv", summary.to_csv(index=False))
+    _io.check_run_folder(root)  # deleted during the run: fail rather than re-create half of it
+    for name, table in (("sensitivity", sensitivity), ("summary", summary)):
+        _io.write_table(root / f"{name}.csv", table, {"config_hash": cfg.folder_hash()})
     return DeepScaleDetectionResult(cfg, root, sensitivity, summary, ran, skipped)
 
 
 def load_result(path: str | Path) -> DeepScaleDetectionResult:
     """Read a finished run folder written by :func:`run`."""
-    import pandas as pd
-
     root = Path(path)
     if not (root / "summary.csv").exists():
         raise FileNotFoundError(f"{root} holds no finished scale-detection-2d run "
                                 f"(no summary.csv)")
     cfg = DeepScaleDetectionExperiment.from_dict(
         json.loads((root / "config.json").read_text())["config"])
-    return DeepScaleDetectionResult(cfg, root, pd.read_csv(root / "sensitivity.csv"),
-                                    pd.read_csv(root / "summary.csv"))
+    return DeepScaleDetectionResult(cfg, root, _io.read_table(root / "sensitivity.csv")[0],
+                                    _io.read_table(root / "summary.csv")[0])
