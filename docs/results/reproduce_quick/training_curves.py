@@ -1,7 +1,11 @@
 """Training curves on mnist-embedded to choose the quick hyperparameters (no sensitivity)."""
-import json, sys, time
+import json
+import sys
+import time
+
 from diffeosense.data import DataConfig
 from diffeosense.train import TrainConfig, train
+
 model, lr, epochs, noise = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 kw = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
 cfg = TrainConfig(model=model, model_kwargs=kw, data=DataConfig(name="mnist-embedded", noise=noise),
