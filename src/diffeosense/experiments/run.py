@@ -58,7 +58,7 @@ _HASH_FREE = {("train", "device"), ("train", "data", "root"), ("train", "data", 
 _LATER_DEFAULTS = {"shuffled": 0}
 # measure()'s own arguments that RunConfig sets itself: not allowed in measure_kwargs.
 _MEASURE_OWN = {"model", "data", "layers", "perturbation", "n_probes", "seed", "generator",
-                "channels", "device", "progress", "meta"}
+                "channels", "device", "progress", "meta", "probe_noise"}
 
 
 @dataclass
@@ -76,10 +76,11 @@ class RunConfig:
             and ``"channel-mean"``).
         n_probes: probe images: the first ``n_probes`` of ``probe_split``.
         probe_split: ``"test"`` or ``"train"`` (the normalized images of the dataset).
-        probe_noise: L2 norm ``s`` of the Gaussian corruption added to every probe before
-            measuring (:func:`diffeosense.data.gaussian_corruption`, drawn from a generator
-            seeded by ``seed``), ``x -> x + s xi / ||xi||``; ``"train"``: the training noise
-            ``train.data.noise`` (how nets trained with noise are measured).
+        probe_noise: L2 norm ``s`` of the Gaussian corruption of every probe,
+            ``x -> x + s xi / ||xi||``, given to ``measure(probe_noise=s)`` (which draws it
+            from each probe's own generator, so every stage sees the same corrupted probes);
+            ``"train"``: the training noise ``train.data.noise`` (how nets trained with noise
+            are measured).
         perturbation: the diffeo (or any registered perturbation) given to ``measure``.
         seed: the measurement seed (diffeos, noise, probe corruption); the same for every
             stage, so init and trained are compared on the same probes, diffeos and noise.
@@ -131,8 +132,8 @@ class RunConfig:
         unknown = set(self.measure_kwargs) - params
         if unknown:
             raise ValueError(f"unknown measure_kwargs {sorted(unknown)}; valid: {sorted(params)} "
-                             f"(layers, perturbation, n_probes, seed and channels are RunConfig "
-                             f"fields)")
+                             f"(layers, perturbation, n_probes, seed, channels and probe_noise are "
+                             f"RunConfig fields)")
 
     @property
     def probe_noise_value(self) -> float:
@@ -177,18 +178,9 @@ def run_status(folder: str | Path) -> str:
 
 
 def _probes(cfg: RunConfig, data):
-    import torch
-
-    from ..data import gaussian_corruption
-
+    """The first ``n_probes`` clean images of ``probe_split``; ``measure`` corrupts them."""
     x = data.x_test if cfg.probe_split == "test" and data.x_test is not None else data.x_train
-    x = x[: cfg.n_probes]
-    s = cfg.probe_noise_value
-    if s > 0:
-        # Its own stream: the probes' corruption never shares draws with the diffeos/noise.
-        g = torch.Generator().manual_seed(int(cfg.seed) + 0x5EED)
-        x = gaussian_corruption(x, s, generator=g)
-    return x
+    return x[: cfg.n_probes]
 
 
 def run(cfg: RunConfig, root: str | Path, *, progress: bool = False) -> Path:
@@ -265,11 +257,11 @@ def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
             res = measure(
                 net, x, layers=cfg.layers, perturbation=cfg.perturbation,
                 n_probes=cfg.n_probes, seed=cfg.seed, channels=cfg.channels, device=device,
-                progress=progress, **cfg.measure_kwargs,
+                probe_noise=cfg.probe_noise_value, progress=progress, **cfg.measure_kwargs,
                 meta={"run": h, "stage": stage, "copy": k, "epoch": info.get("epoch"),
                       "checkpoint": str(ckpt.relative_to(folder)),
                       "test_error": (info.get("metrics") or {}).get("test_error"),
-                      "probe_noise": cfg.probe_noise_value, "probe_split": cfg.probe_split},
+                      "probe_split": cfg.probe_split},
             )
             res.save(path)
     write_json(folder / "done", {
