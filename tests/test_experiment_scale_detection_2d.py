@@ -94,3 +94,47 @@ def test_bad_2d_configs():
         preset("quick", models=("lenet", "vgg12"))
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
+
+
+def test_lr_by_model_sets_each_nets_rate_and_keeps_old_hashes():
+    cfg = preset("paper", lr=0.05, lr_by_model={"vgg11": 0.01})
+    assert cfg.train_config("vgg11", 0).lr == 0.01
+    assert cfg.train_config("lenet", 0).lr == 0.05
+    assert cfg.folder_hash() != preset("paper").folder_hash()
+    # Without per-net rates the folder is the one written before the field existed (the
+    # committed H100 run), so finished runs are still found.
+    from pathlib import Path
+
+    written = json.loads((Path(__file__).parents[1] / "docs/results/scale_detection_2d_paper_gpu"
+                          / "config.json").read_text())
+    assert preset("paper").folder_hash() == written["config_hash"]
+    for bad in ({"vgg12": 0.01}, {"vgg11": 0.0}, {"vgg11": "fast"}, {"vgg11": float("nan")}):
+        with pytest.raises(ValueError, match="lr_by_model"):
+            preset("paper", lr_by_model=bad)
+
+
+def test_cli_lr_option(tmp_path, capsys, monkeypatch):
+    from diffeosense.cli import main
+    from diffeosense.cli.scale_detection_2d import _parse_lr
+    from diffeosense.experiments import scale_detection_2d as sd2
+
+    assert _parse_lr(["0.05", "vgg11=0.01"]) == {"lr": 0.05, "lr_by_model": {"vgg11": 0.01}}
+    seen = []
+
+    def fake_run(cfg, *a, **k):  # record the config; stop before any training
+        seen.append(cfg)
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(sd2, "run", fake_run)
+    monkeypatch.setitem(sd2.PRESETS, "quick", {**sd2.PRESETS["quick"],
+                                               "lr_by_model": {"lenet": 0.2, "vgg11": 0.3}})
+    # MODEL=LR alone keeps the preset's other per-net rates; a plain LR replaces them.
+    main(["scale-detection-2d", "--lr", "vgg11=0.01", "--out", str(tmp_path)])
+    main(["scale-detection-2d", "--lr", "0.07", "resnet18=0.01", "--out", str(tmp_path)])
+    assert seen[0].lr_by_model == {"lenet": 0.2, "vgg11": 0.01}
+    assert seen[1].lr == 0.07 and seen[1].lr_by_model == {"resnet18": 0.01}
+    capsys.readouterr()
+    for bad, msg in ((["fast"], "LR or MODEL=LR"), (["0.1", "0.2"], "two rates"),
+                     (["vgg11=-1"], "must be > 0")):
+        assert main(["scale-detection-2d", "--lr", *bad, "--out", str(tmp_path)]) == 2
+        assert msg in capsys.readouterr().err

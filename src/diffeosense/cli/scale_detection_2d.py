@@ -8,6 +8,7 @@ _EXAMPLES = """examples:
   diffeosense scale-detection-2d --preset quick --out runs      # 4 nets, minutes on a CPU
   diffeosense scale-detection-2d --preset paper --device cuda --out runs
   diffeosense scale-detection-2d --preset quick --models lenet vgg11 alexnet --seeds 2
+  diffeosense scale-detection-2d --preset paper --lr 0.05 vgg11=0.01 --out runs  # per-net lr
 
 Writes runs/scale-detection-2d-<hash>/ (config.json, units/<model>-seed<s>/, sensitivity.csv,
 summary.csv, scale_detection_2d.png); a re-run skips finished units and resumes training.
@@ -37,7 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="registered model names (default lenet vgg11 vgg11bn resnet18)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..n-1 (default 1)")
     p.add_argument("--epochs", type=int, default=None, help="epoch budget")
-    p.add_argument("--P", type=int, default=None, help="training pairs (test: 4 P)")
+    p.add_argument("--P", type=int, default=None,
+                   help="training pairs (test: the preset's test size, 4 P for paper)")
+    p.add_argument("--lr", nargs="+", default=None, metavar="LR|MODEL=LR",
+                   help="learning rate of every net, and/or of named nets (e.g. --lr 0.05 "
+                   "vgg11=0.01). A plain LR replaces the preset's rates for every net not "
+                   "named; MODEL=LR alone changes that net's and keeps the preset's others")
     p.add_argument("--n-probes", type=int, default=None, help="probes (balanced)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--out", default="runs", help="parent of the run folder (default runs)")
@@ -47,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..experiments.scale_detection_2d import preset, run
+    from ..experiments.scale_detection_2d import PRESETS, preset, run
 
     over: dict = {"device": args.device}
     if args.models:
@@ -59,6 +65,12 @@ def _run(args: argparse.Namespace) -> int:
     for key, name in (("epochs", "epochs"), ("P", "train_size"), ("n_probes", "n_probes")):
         if getattr(args, key) is not None:
             over[name] = getattr(args, key)
+    if args.lr:
+        lrs = _parse_lr(args.lr)
+        if "lr" not in lrs:  # MODEL=LR alone: the preset's other rates stand
+            lrs["lr_by_model"] = {**PRESETS[args.preset].get("lr_by_model", {}),
+                                  **lrs["lr_by_model"]}
+        over.update(lrs)
     result = run(preset(args.preset, **over), args.out, progress=not args.no_progress)
     print(f"run folder: {result.out_dir}")
     cols = ["model", "seed", "epochs_run", "best_epoch", "test_error", "D", "G", "R",
@@ -69,3 +81,25 @@ def _run(args: argparse.Namespace) -> int:
 
         print(f"figure: {save_result_figure(result)}")
     return 0
+
+
+def _parse_lr(items: list[str]) -> dict:
+    """``["0.05", "vgg11=0.01"]`` -> ``{"lr": 0.05, "lr_by_model": {"vgg11": 0.01}}``."""
+    out: dict = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            lr = float(value)
+        except ValueError:
+            raise ValueError(f"--lr takes LR or MODEL=LR (e.g. --lr 0.05 vgg11=0.01), got "
+                             f"{item!r}") from None
+        if sep:
+            out.setdefault("lr_by_model", {})[name] = lr
+        elif "lr" in out:
+            raise ValueError(f"--lr got two rates for every net ({out['lr']} and {lr}); give "
+                             f"one, and MODEL=LR for the others")
+        else:
+            out["lr"] = lr
+        if not lr > 0:
+            raise ValueError(f"--lr must be > 0, got {item!r}")
+    return out

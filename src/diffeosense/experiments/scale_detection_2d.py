@@ -62,7 +62,7 @@ class DeepScaleDetectionExperiment:
     Data: size (d), xi, gap, train_size (P), test_size (None: 4 P), data_seed.
     Nets: models (registered names, built with one input channel and one output).
     Training (:class:`~diffeosense.train.TrainConfig`): lr, momentum, weight_decay, schedule,
-    batch_size, epochs.
+    batch_size, epochs; ``lr_by_model`` ({model: lr}) replaces ``lr`` for the nets it names.
     Measurement: n_probes (balanced across classes), measure_batch_size.
     seeds: network seeds; device: where to train and measure (not part of the hash).
     """
@@ -76,6 +76,7 @@ class DeepScaleDetectionExperiment:
     data_seed: int = 0
     models: tuple[str, ...] = ("lenet", "vgg11", "vgg11bn", "resnet18")
     lr: float = 0.05
+    lr_by_model: dict[str, float] = field(default_factory=dict)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
@@ -103,6 +104,13 @@ class DeepScaleDetectionExperiment:
             raise ValueError(f"n_probes must be >= 2, got {self.n_probes}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        object.__setattr__(self, "lr_by_model", dict(self.lr_by_model))
+        bad = {m: v for m, v in self.lr_by_model.items()
+               if m not in list_models() or isinstance(v, bool)
+               or not isinstance(v, int | float) or not 0 < v < float("inf")}
+        if bad:
+            raise ValueError(f"lr_by_model maps registered model names to learning rates > 0, "
+                             f"got {bad}")
         self.task()  # validates size, xi, gap, P
 
     @property
@@ -126,7 +134,8 @@ class DeepScaleDetectionExperiment:
         return TrainConfig(
             model=model, data=DataConfig(name=self.dataset_name(), P=self.train_size,
                                          seed=self.data_seed, download=False),
-            epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd", lr=self.lr,
+            epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd",
+            lr=float(self.lr_by_model.get(model, self.lr)),
             momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
             loss="hinge", seed=seed, device=self.device, keep_every=0,
         )
@@ -142,6 +151,8 @@ class DeepScaleDetectionExperiment:
         d = self.to_dict()
         for key in ("models", "seeds", "device"):
             d.pop(key)
+        if not d["lr_by_model"]:
+            d.pop("lr_by_model")  # the hashes of configs from before the field existed
         return config_hash(d)
 
 
