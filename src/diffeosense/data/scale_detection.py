@@ -70,6 +70,7 @@ __all__ = [
     "MoveParams",
     "ActivePixelMove",
     "dataset_task",
+    "task_dataset_name",
     "dataset_perturbation",
     "load_scale_detection_dataset",
 ]
@@ -444,6 +445,27 @@ def dataset_task(name: str, P: int | None = None, seed: int = 0) -> ScaleDetecti
     P = 1024 if P is None else int(P)
     kw.setdefault("test_size", 4 * P)
     return ScaleDetectionConfig(train_size=P, seed=seed, **kw)
+
+
+def task_dataset_name(config: ScaleDetectionConfig) -> str:
+    """The dataset spec that names the task ``config`` exactly: the inverse of
+    :func:`dataset_task`, ``dataset_task(task_dataset_name(c), c.train_size, c.seed) == c``.
+
+    Every option is written (``none`` for the default amplitude and for ``test_size=None``,
+    all the rest), so the spec does not depend on the dataset's defaults. It is what a
+    :class:`~diffeosense.data.DataConfig` of a run on this task holds (with ``P =
+    train_size``, ``seed``), so its checkpoints name their task.
+
+    >>> c = ScaleDetectionConfig(dim=1, size=64, xi=8, gap=2, train_size=512)
+    >>> task_dataset_name(c)
+    'scale-detection-1d:size=64,xi=8.0,gap=2.0,task=distance,amplitude=none,test_size=none'
+    >>> dataset_task(task_dataset_name(c), P=512, seed=0) == c
+    True
+    """
+    amp = "none" if config.amplitude is None else repr(float(config.amplitude))
+    test = "none" if config.test_size is None else str(int(config.test_size))
+    return (f"scale-detection-{config.dim}d:size={config.size},xi={float(config.xi)!r},"
+            f"gap={float(config.gap)!r},task={config.task},amplitude={amp},test_size={test}")
 
 
 def dataset_perturbation(name: str) -> str:
