@@ -71,6 +71,7 @@ __all__ = [
     "ActivePixelMove",
     "dataset_task",
     "task_dataset_name",
+    "balanced_probes",
     "dataset_perturbation",
     "load_scale_detection_dataset",
 ]
@@ -473,6 +474,24 @@ def dataset_perturbation(name: str) -> str:
     (``"pixel-move:dim=2,size=28,xi=14.0,gap=2.0,task=distance"``)."""
     t = dataset_task(name)
     return f"pixel-move:dim={t.dim},size={t.size},xi={t.xi},gap={t.gap},task={t.task}"
+
+
+def balanced_probes(x: Tensor, y: Tensor, n: int | None) -> Tensor:
+    """The first ``n`` inputs of ``x: [M, ...]`` taken alternately from the classes
+    ``y = +1`` and ``y = -1`` (in their order in the split), ``-> [min(n, 2 m), ...]`` with
+    ``m`` the smaller class count; ``n=None``: ``2 m`` (all of the smaller class).
+
+    The probes of the scale-detection experiments and of ``diffeosense pooling``/``measure``
+    on a scale-detection task: any prefix is balanced across the two classes.
+
+    >>> balanced_probes(torch.arange(6.0), torch.tensor([1., 1., -1., 1., -1., -1.]), 4)
+    tensor([0., 2., 1., 4.])
+    """
+    pos = torch.nonzero(y > 0).flatten()
+    neg = torch.nonzero(y < 0).flatten()
+    m = min(len(pos), len(neg))
+    order = torch.stack([pos[:m], neg[:m]], dim=1).flatten()
+    return x[order if n is None else order[:n]]
 
 
 def load_scale_detection_dataset(config):

@@ -96,6 +96,7 @@ import numpy as np
 
 from .. import _io
 from .._validate import check_types
+from ..data.scale_detection import balanced_probes  # re-exported: the experiments' probes
 from ..provenance import config_hash, provenance
 
 __all__ = [
@@ -447,19 +448,6 @@ def _run_unit(cfg: ScaleDetectionExperiment, stride: int, seed: int, udir: Path,
     }
     _io.write_json(udir / "unit.json", info)  # the commit point: the unit is finished
     return info
-
-
-def balanced_probes(x, y, n: int | None):
-    """The first ``n`` inputs of ``x: [M, ...]`` taken alternately from the classes
-    ``y = +1`` and ``y = -1`` (in their order in the split), ``-> [min(n, 2 m), ...]`` with
-    ``m`` the smaller class count; ``n=None``: ``2 m`` (all of the smaller class)."""
-    import torch
-
-    pos = torch.nonzero(y > 0).flatten()
-    neg = torch.nonzero(y < 0).flatten()
-    m = min(len(pos), len(neg))
-    order = torch.stack([pos[:m], neg[:m]], dim=1).flatten()
-    return x[order if n is None else order[:n]]
 
 
 def _mix(a: int, b: int) -> int:
