@@ -99,6 +99,12 @@ def _n_probes(value: str) -> int | None:
     return n
 
 
+def _base(data_name: str) -> str:
+    """The dataset of a spec without its options (``scale-detection-1d:xi=8`` ->
+    ``scale-detection-1d``)."""
+    return data_name.lower().partition(":")[0]
+
+
 def _load(path: str):
     from ..train import load_checkpoint
 
@@ -138,11 +144,12 @@ def _run_locked(args: argparse.Namespace) -> int:
             _check_task_named(Path(args.checkpoint), tcfg.data)
         # The run's own split; with --data naming the same dataset with other options (a
         # generated task's), its P and seed too: they fix the task's test split.
-        same = (args.data or "").lower().partition(":")[0] == tcfg.data.name.lower().partition(
-            ":")[0]
-        data_cfg = (tcfg.data if args.data is None else
-                    dataclasses.replace(tcfg.data, name=args.data) if same else
-                    DataConfig(name=args.data))
+        if args.data is None:
+            data_cfg = tcfg.data
+        elif _base(args.data) == _base(tcfg.data.name):
+            data_cfg = dataclasses.replace(tcfg.data, name=args.data)
+        else:
+            data_cfg = DataConfig(name=args.data)
         meta.update(model=tcfg.model, checkpoint=str(args.checkpoint), epoch=info.get("epoch"))
         if args.init_checkpoint:
             init_model, icfg, _ = _load(args.init_checkpoint)
@@ -161,7 +168,7 @@ def _run_locked(args: argparse.Namespace) -> int:
     test = ds.x_test is not None
     x, y = (ds.x_test, ds.y_test) if test else (ds.x_train, ds.y_train)
     perturbation = args.perturbation
-    if data_name.lower().startswith("scale-detection"):
+    if _base(data_name) in ("scale-detection-1d", "scale-detection-2d"):
         # The experiment's conventions: class-balanced probes, the task's pixel move.
         task = dataset_task(data_name, data_cfg.P, data_cfg.seed)
         x = balanced_probes(x, y, args.n_probes)
