@@ -8,10 +8,9 @@ It runs (or finds finished in RUNS_DIR, default ``runs``) the scale-detection ex
 preset (the former small one) with seed 0 (`diffeosense scale-detection --preset lazy --seeds 1
 --out runs` is the same run), then, for each stride s in (1, 2), the one CLI command
 
-    diffeosense pooling \\
-        --checkpoint runs/scale-detection-<hash>/units/s{s}-seed0/train/checkpoints/last.pt \\
-        --init-checkpoint runs/scale-detection-<hash>/units/s{s}-seed0/train/checkpoints/init.pt \\
-        --data scale-detection-1d:size=64,xi=8.0,gap=2.0,task=distance,amplitude=none,test_size=none \\
+    ck=runs/scale-detection-<hash>/units/s{s}-seed0/train/checkpoints
+    task=scale-detection-1d:size=64,xi=8.0,gap=2.0,task=distance,amplitude=none,test_size=none
+    diffeosense pooling --checkpoint $ck/last.pt --init-checkpoint $ck/init.pt --data $task \\
         --n-shuffles 3 --init-shuffles 3 --n-probes all --denominator pairs-incl-diag \\
         --seed 0 --batch-size 256 --no-progress --out docs/results/pooling_cnn1d_s{s}
 

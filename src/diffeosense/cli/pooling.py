@@ -10,8 +10,8 @@ _EXAMPLES = """examples:
   diffeosense pooling --checkpoint runs/v/checkpoints/last.pt \\
       --init-checkpoint runs/v/checkpoints/init.pt --data mnist-embedded --out runs/v/pooling
   diffeosense pooling --model vgg11 --data cifar10 --n-shuffles 5 --out runs/vgg-init-pooling
-  diffeosense pooling --checkpoint runs/scale-detection-<hash>/units/s2-seed0/train/checkpoints/last.pt \\
-      --init-checkpoint runs/scale-detection-<hash>/units/s2-seed0/train/checkpoints/init.pt \\
+  ck=runs/scale-detection-<hash>/units/s2-seed0/train/checkpoints   # a 1D scale-detection unit
+  diffeosense pooling --checkpoint $ck/last.pt --init-checkpoint $ck/init.pt \\
       --init-shuffles 3 --n-probes all --denominator pairs-incl-diag --out runs/pool-s2
 
 On a scale-detection task (a checkpoint of `diffeosense scale-detection`, or of `diffeosense
