@@ -239,7 +239,8 @@ def _check_fits(model, name: str, x, data_name: str, hint: str) -> None:
     import torch
     from torch import nn
 
-    dims = {m.weight.dim() - 2 for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)}
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    dims = {m.weight.dim() - 2 for m in model.modules() if isinstance(m, convs)}
     shape = list(x.shape[1:])
     if len(dims) == 1 and dims != {x.dim() - 2}:
         (d,) = dims
