@@ -115,6 +115,19 @@ def test_tiny_experiment_end_to_end_resumes_and_is_deterministic(tmp_path):
     assert set(sens.view) == {"full", "channel-mean"}
     assert (acts.groupby(["stride", "state", "layer"]).view.nunique() == 2).all()
 
+    # The units are ordinary `diffeosense train` runs whose dataset spec names the task: the
+    # checkpoint alone gives the experiment's split (what `diffeosense pooling` reads).
+    from diffeosense.data import load_dataset
+    from diffeosense.data.scale_detection import make_scale_detection
+    from diffeosense.train import load_checkpoint
+
+    _, tcfg, _ = load_checkpoint(root / "units" / "s2-seed0" / "train" / "checkpoints" /
+                                 "last.pt")
+    assert tcfg.data.name == cfg.dataset_name() and tcfg.data.name.startswith(
+        "scale-detection-1d:size=16,xi=4.0,gap=2.0,task=distance")
+    ds, data = load_dataset(tcfg.data), make_scale_detection(cfg.data_config())
+    assert torch.equal(ds.x_test, data.x_test) and torch.equal(ds.x_train, data.x_train)
+
     # A re-run of the same config finds every unit finished and gives the same tables.
     again = run(cfg, tmp_path, progress=False)
     assert again.units_run == [] and sorted(again.units_skipped) == [(1, 0), (2, 0)]

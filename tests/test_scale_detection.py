@@ -219,3 +219,36 @@ def test_registered_as_perturbation():
     x = render_pairs(torch.tensor([[2, 4], [0, 12]]), p.config)
     out = p.apply(x, p.sample(x, torch.Generator().manual_seed(0)))
     assert out.shape == x.shape
+
+
+@pytest.mark.parametrize("cfg", [
+    ScaleDetectionConfig(dim=1, size=64, xi=8, gap=2, train_size=512),
+    ScaleDetectionConfig(dim=1, size=128, xi=32, gap=0, task="block", amplitude=8.0,
+                         train_size=1024, seed=3),
+    ScaleDetectionConfig(dim=1, size=64, xi=8, gap=2, amplitude=math.sqrt(32), test_size=100,
+                         train_size=64),
+    ScaleDetectionConfig(dim=2, size=10, xi=4.5, gap=1, train_size=32, test_size=None),
+])
+def test_task_dataset_name_names_the_task_exactly(cfg):
+    from diffeosense.data import DataConfig, load_dataset
+    from diffeosense.data.scale_detection import dataset_task, task_dataset_name
+
+    name = task_dataset_name(cfg)
+    assert dataset_task(name, P=cfg.train_size, seed=cfg.seed) == cfg
+    # The dataset loaded by that name is the task's split, element for element.
+    data = make_scale_detection(cfg)
+    ds = load_dataset(DataConfig(name=name, P=cfg.train_size, seed=cfg.seed, download=False))
+    assert torch.equal(ds.x_test, data.x_test) and torch.equal(ds.y_test, data.y_test)
+    assert torch.equal(ds.x_train, data.x_train)
+
+
+def test_balanced_probes_alternate_the_classes():
+    from diffeosense.data.scale_detection import balanced_probes
+
+    cfg = ScaleDetectionConfig(dim=1, size=16, xi=4, gap=2, train_size=20, seed=1)
+    data = make_scale_detection(cfg)
+    for n in (2, 7, None):
+        probes = balanced_probes(data.x_test, data.y_test, n)
+        y = label_pairs(active_positions(probes), cfg)
+        assert y[0::2].eq(1).all() and y[1::2].eq(-1).all()
+        assert len(probes) == (len(data.x_test) if n is None else n)

@@ -6,11 +6,25 @@ Run from the repository root (see docs/results/pooling.md):
 
 It runs (or finds finished in RUNS_DIR, default ``runs``) the scale-detection experiment's lazy
 preset (the former small one) with seed 0 (`diffeosense scale-detection --preset lazy --seeds 1
---out runs` is the same run), then,
-for each stride, the pooling report of the trained net (3 shuffled copies) and of the net at
-initialization, on the whole test split, with the experiment's own measurement conventions
-(label-preserving pixel moves, per-probe matched noise, denominator over all pairs i = j
-included).
+--out runs` is the same run), then, for each stride s in (1, 2), the one CLI command
+
+    ck=runs/scale-detection-<hash>/units/s{s}-seed0/train/checkpoints
+    task=scale-detection-1d:size=64,xi=8.0,gap=2.0,task=distance,amplitude=none,test_size=none
+    diffeosense pooling --checkpoint $ck/last.pt --init-checkpoint $ck/init.pt --data $task \\
+        --n-shuffles 3 --init-shuffles 3 --n-probes all --denominator pairs-incl-diag \\
+        --seed 0 --batch-size 256 --no-progress --out docs/results/pooling_cnn1d_s{s}
+
+that is, the pooling report of the trained net and of the net at initialization (3 shuffled
+copies each), on the whole test split, with the experiment's own measurement conventions: the
+probes taken alternately from the two classes (``balanced_probes``), the task's
+label-preserving pixel move (``ActivePixelMove``, the CLI's default on a scale-detection task),
+per-probe matched noise, the denominator over all pairs with i = j included.
+
+``--data`` is the run's task (``ScaleDetectionExperiment.dataset_name()``); units trained since
+the experiment's checkpoints name their task carry it already and need no ``--data``, but units
+finished before that hold the bare ``scale-detection-1d`` (the default task), which the CLI
+refuses without it. With ``--data`` naming the same dataset the checkpoint's P and data seed are
+kept, so the split is the experiment's either way.
 """
 
 from __future__ import annotations
@@ -18,38 +32,26 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from diffeosense.data.scale_detection import ActivePixelMove, make_scale_detection
+from diffeosense.cli import main as cli
 from diffeosense.experiments.scale_detection import preset, run
-from diffeosense.plots.pooling import plot_pooling, plot_spectra
-from diffeosense.pooling import pooling_report
-from diffeosense.train import load_checkpoint
 
 HERE = Path(__file__).resolve().parent
 
 
-def main(runs: str = "runs") -> None:
-    cfg = preset("lazy", seeds=(0,))  # the former "small" preset (issue 9 renamed it)
+def main(runs: str = "runs", out_dir: Path = HERE, **overrides) -> None:
+    """``overrides``: fields of the preset (a smaller config to check the script)."""
+    cfg = preset("lazy", **{"seeds": (0,), **overrides})  # the former "small" preset
     result = run(cfg, runs, progress=False)
-    data = make_scale_detection(cfg.data_config())
-    move = ActivePixelMove(data.config, label_preserving=True, boundary="clip")
-    kw = dict(perturbation=move, n_probes=len(data.x_test), batch_size=cfg.measure_batch_size,
-              seed=0, noise_match=cfg.noise_match, denominator=cfg.denominator)
     for stride in cfg.strides:
         ck = result.out_dir / "units" / f"s{stride}-seed0" / "train" / "checkpoints"
-        trained, _, info = load_checkpoint(ck / "last.pt")
-        init, _, _ = load_checkpoint(ck / "init.pt")
-        meta = {"model": f"cnn1d (stride {stride})", "data": "scale-detection-1d (small)",
-                "checkpoint": str(ck / "last.pt"), "epoch": info.get("epoch")}
-        rep = pooling_report(trained, data.x_test, n_shuffles=3, meta={**meta, "state":
-                             "trained"}, **kw)
-        ini = pooling_report(init, data.x_test, n_shuffles=3, meta={**meta, "state": "init"},
-                             **kw)
-        out = HERE / f"pooling_cnn1d_s{stride}"
-        rep.save(out)
-        ini.save(out, prefix="init_")
-        plot_spectra(rep.spectra, ini.spectra, path=out / "spectra.png")
-        plot_pooling(rep, ini, path=out / "pooling.png")
-        print(f"wrote {out}")
+        rc = cli(["pooling", "--checkpoint", str(ck / "last.pt"),
+                  "--init-checkpoint", str(ck / "init.pt"), "--data", cfg.dataset_name(),
+                  "--n-shuffles", "3", "--init-shuffles", "3", "--n-probes", "all",
+                  "--denominator", cfg.denominator, "--seed", "0",
+                  "--batch-size", str(cfg.measure_batch_size), "--no-progress",
+                  "--out", str(Path(out_dir) / f"pooling_cnn1d_s{stride}")])
+        if rc:
+            raise SystemExit(rc)
 
 
 if __name__ == "__main__":

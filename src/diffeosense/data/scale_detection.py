@@ -70,6 +70,8 @@ __all__ = [
     "MoveParams",
     "ActivePixelMove",
     "dataset_task",
+    "task_dataset_name",
+    "balanced_probes",
     "dataset_perturbation",
     "load_scale_detection_dataset",
 ]
@@ -446,11 +448,50 @@ def dataset_task(name: str, P: int | None = None, seed: int = 0) -> ScaleDetecti
     return ScaleDetectionConfig(train_size=P, seed=seed, **kw)
 
 
+def task_dataset_name(config: ScaleDetectionConfig) -> str:
+    """The dataset spec that names the task ``config`` exactly: the inverse of
+    :func:`dataset_task`, ``dataset_task(task_dataset_name(c), c.train_size, c.seed) == c``.
+
+    Every option is written (``none`` for the default amplitude and for ``test_size=None``,
+    all the rest), so the spec does not depend on the dataset's defaults. It is what a
+    :class:`~diffeosense.data.DataConfig` of a run on this task holds (with ``P =
+    train_size``, ``seed``), so its checkpoints name their task.
+
+    >>> c = ScaleDetectionConfig(dim=1, size=64, xi=8, gap=2, train_size=512)
+    >>> task_dataset_name(c)
+    'scale-detection-1d:size=64,xi=8.0,gap=2.0,task=distance,amplitude=none,test_size=none'
+    >>> dataset_task(task_dataset_name(c), P=512, seed=0) == c
+    True
+    """
+    amp = "none" if config.amplitude is None else repr(float(config.amplitude))
+    test = "none" if config.test_size is None else str(int(config.test_size))
+    return (f"scale-detection-{config.dim}d:size={config.size},xi={float(config.xi)!r},"
+            f"gap={float(config.gap)!r},task={config.task},amplitude={amp},test_size={test}")
+
+
 def dataset_perturbation(name: str) -> str:
     """The default perturbation spec of a scale-detection dataset: its pixel move
     (``"pixel-move:dim=2,size=28,xi=14.0,gap=2.0,task=distance"``)."""
     t = dataset_task(name)
     return f"pixel-move:dim={t.dim},size={t.size},xi={t.xi},gap={t.gap},task={t.task}"
+
+
+def balanced_probes(x: Tensor, y: Tensor, n: int | None) -> Tensor:
+    """The first ``n`` inputs of ``x: [M, ...]`` taken alternately from the classes
+    ``y = +1`` and ``y = -1`` (in their order in the split), ``-> [min(n, 2 m), ...]`` with
+    ``m`` the smaller class count; ``n=None``: ``2 m`` (all of the smaller class).
+
+    The probes of the scale-detection experiments and of ``diffeosense pooling``/``measure``
+    on a scale-detection task: any prefix is balanced across the two classes.
+
+    >>> balanced_probes(torch.arange(6.0), torch.tensor([1., 1., -1., 1., -1., -1.]), 4)
+    tensor([0., 2., 1., 4.])
+    """
+    pos = torch.nonzero(y > 0).flatten()
+    neg = torch.nonzero(y < 0).flatten()
+    m = min(len(pos), len(neg))
+    order = torch.stack([pos[:m], neg[:m]], dim=1).flatten()
+    return x[order if n is None else order[:n]]
 
 
 def load_scale_detection_dataset(config):

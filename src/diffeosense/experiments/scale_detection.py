@@ -61,7 +61,8 @@ so a re-run with more seeds re-uses the finished ones)::
 
     config.json                  the experiment config, its hash, provenance
     units/s{s}-seed{seed}/       one (stride, seed) unit
-        train/                   the training run (diffeosense.train.fit)
+        train/                   the training run (diffeosense.train.train, on the dataset
+                                 spec ``dataset_name()``: ordinary checkpoints)
         init.csv, trained.csv    sensitivity tables (+ .meta.json)
         unit.json                written last: the unit is finished
     sensitivity.csv              every unit, tidy (stride, seed, state, view, layer, k, D, G, R,
@@ -95,6 +96,7 @@ import numpy as np
 
 from .. import _io
 from .._validate import check_types
+from ..data.scale_detection import balanced_probes  # re-exported: the experiments' probes
 from ..provenance import config_hash, provenance
 
 __all__ = [
@@ -272,15 +274,22 @@ class ScaleDetectionExperiment:
                 "readout": self.readout, "init": self.init,
                 "init_seed": _mix(seed, 0x5CA1E)}
 
+    def dataset_name(self) -> str:
+        """The ``diffeosense train --data`` spec of the task (every option written, so the
+        units' checkpoints name their task: ``diffeosense pooling``/``measure`` read it)."""
+        from ..data.scale_detection import task_dataset_name
+
+        return task_dataset_name(self.data_config())
+
     def train_config(self, stride: int, seed: int):
         from ..data import DataConfig
         from ..train import TrainConfig
 
         return TrainConfig(
             model="cnn1d", model_kwargs=self.model_kwargs(stride, seed),
-            data=DataConfig(name="scale-detection-1d", P=self.train_size, seed=self.data_seed,
+            data=DataConfig(name=self.dataset_name(), P=self.train_size, seed=self.data_seed,
                             download=False),
-                        epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd",
+            epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd",
             lr=self.lr_effective,
             momentum=self.momentum, weight_decay=self.weight_decay, schedule="constant",
             loss="hinge", seed=seed, device=self.device, keep_every=0,
@@ -386,26 +395,33 @@ def _unit_dir(root: Path, stride: int, seed: int) -> Path:
     return root / "units" / f"s{stride}-seed{seed}"
 
 
-def _run_unit(cfg: ScaleDetectionExperiment, data, stride: int, seed: int, udir: Path,
+def _run_unit(cfg: ScaleDetectionExperiment, stride: int, seed: int, udir: Path,
               progress: bool) -> dict[str, Any]:
-    """Measure at init, train (resumable), measure again; write the unit's files."""
+    """Train (resumable; an ordinary ``diffeosense train`` run on the task's dataset spec),
+    measure the checkpoints at init and at the end; write the unit's files."""
+    from ..data import load_dataset
     from ..data.scale_detection import ActivePixelMove
     from ..sensitivity import SensitivityResult, measure
-    from ..train import build_model, fit
+    from ..train import load_checkpoint, train
 
     tcfg = cfg.train_config(stride, seed)
-    ds = _dataset(data, tcfg)
-    model, spec = build_model(tcfg, ds)  # init from a generator seeded by init_seed
-    move = ActivePixelMove(data.config, label_preserving=True, boundary="clip")
-    probes = balanced_probes(data.x_test, data.y_test, cfg.n_probes)
+    ds = load_dataset(tcfg.data)  # the task named by the spec: the split of cfg.data_config()
+    t0 = time.perf_counter()
+    tres = train(tcfg, udir / "train", resume=True, progress=progress, dataset=ds)
+    train_time = time.perf_counter() - t0
+    move = ActivePixelMove(cfg.data_config(), label_preserving=True, boundary="clip")
+    probes = balanced_probes(ds.x_test, ds.y_test, cfg.n_probes)
     n_probes = len(probes)
     meta = {"experiment": "scale-detection", "stride": stride, "seed": seed,
             "model": "cnn1d", "model_kwargs": cfg.model_kwargs(stride, seed)}
+    ckdir = udir / "train" / "checkpoints"
 
     def sens(state: str) -> SensitivityResult:
         path = udir / f"{state}.csv"
         if path.exists():
             return SensitivityResult.load(path)
+        # init.pt: the seeded initialization; last.pt: the final weights (not best.pt).
+        model, _, _ = load_checkpoint(ckdir / ("init.pt" if state == "init" else "last.pt"))
         res = measure(
             model, probes, layers="all", perturbation=move, n_probes=n_probes,
             batch_size=cfg.measure_batch_size, seed=seed, noise_match=cfg.noise_match,
@@ -419,10 +435,6 @@ def _run_unit(cfg: ScaleDetectionExperiment, data, stride: int, seed: int, udir:
         return res
 
     sens("init")
-    t0 = time.perf_counter()
-    tres = fit(model, ds, None, tcfg, udir / "train", resume=True, progress=progress,
-               model_spec=spec)
-    train_time = time.perf_counter() - t0
     sens("trained")
     final = tres.final or {}
     info = {
@@ -438,34 +450,12 @@ def _run_unit(cfg: ScaleDetectionExperiment, data, stride: int, seed: int, udir:
     return info
 
 
-def balanced_probes(x, y, n: int | None):
-    """The first ``n`` inputs of ``x: [M, ...]`` taken alternately from the classes
-    ``y = +1`` and ``y = -1`` (in their order in the split), ``-> [min(n, 2 m), ...]`` with
-    ``m`` the smaller class count; ``n=None``: ``2 m`` (all of the smaller class)."""
-    import torch
-
-    pos = torch.nonzero(y > 0).flatten()
-    neg = torch.nonzero(y < 0).flatten()
-    m = min(len(pos), len(neg))
-    order = torch.stack([pos[:m], neg[:m]], dim=1).flatten()
-    return x[order if n is None else order[:n]]
-
-
 def _mix(a: int, b: int) -> int:
     """A 63-bit seed from two integers (splitmix64 of their combination)."""
     z = (a * 0x9E3779B97F4A7C15 + b) & (2**64 - 1)
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
     return (z ^ (z >> 31)) & (2**63 - 1)
-
-
-def _dataset(data, tcfg):
-    from ..data import ImageDataset
-
-    return ImageDataset.from_tensors(
-        data.x_train, data.y_train, data.x_test, data.y_test, name=tcfg.data.name,
-        num_classes=1, config=tcfg.data,
-    )
 
 
 def _theory_depth(cfg: ScaleDetectionExperiment, stride: int, depth: int) -> int:
@@ -631,7 +621,7 @@ def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool
             skipped.append((s, seed))
         else:
             bar.set_postfix(stride=s, seed=seed)
-            info = _run_unit(cfg, data, s, seed, udir, progress=False)
+            info = _run_unit(cfg, s, seed, udir, progress=False)
             ran.append((s, seed))
         units.append(info)
         for state in ("init", "trained"):
