@@ -3,7 +3,7 @@
 Checked: the table has one row per (run, stage, copy, layer, view, channel), i.e. exactly the rows of
 the runs' own sensitivity tables, with each run's config in its columns (the short grid names
 agree with the dotted ones); unfinished runs are left out; CSV and Parquet round-trip
-exactly; a truncated table is refused; the CLI writes both files and refuses an empty folder.
+exactly; a truncated or edited table is refused, by name; the CLI writes both files and refuses an empty folder.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 
 import pandas as pd
 import pytest
+from _tables import assert_tampering_refused
 
 from diffeosense.cli import main
 from diffeosense.experiments.collect import ALIASES, collect, load_table, save_table
@@ -72,16 +73,39 @@ def test_collect_holds_every_row_with_its_config(sweep, tmp_path):
 def test_tables_round_trip(sweep, tmp_path, suffix):
     if suffix == ".parquet":
         pytest.importorskip("pyarrow")
-    df = collect(sweep[0])
-    path = save_table(df, tmp_path / f"all{suffix}")
-    back = load_table(path)
+    root = sweep[0]
+    df = collect(root)
+    path = save_table(df, tmp_path / f"all{suffix}", root=root)
+    # A truncated or edited table no longer matches its sidecar: refused, by name.
+    back = assert_tampering_refused(path, load_table)
     pd.testing.assert_frame_equal(back, df)
-    # A truncated table no longer matches its sidecar.
-    if suffix == ".csv":
-        lines = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(lines[:-2]))
-        with pytest.raises(ValueError, match="does not match its sidecar"):
-            load_table(path)
+    meta = json.loads((tmp_path / "all.meta.json").read_text())
+    assert meta["root"] == str(root) and meta["runs"] == 2 and "provenance" in meta
+    assert meta["table"]["file"] == path.name and meta["table"]["rows"] == len(df)
+
+
+def test_run_hashes_that_look_like_numbers_stay_text(tmp_path):
+    """A run folder named like a number ('1e50', '0012') reads back as the same text."""
+    df = pd.DataFrame({"run": ["1e50", "0012"], "noise": [None, "x"], "D": [0.5, 1.5]})
+    back = load_table(save_table(df, tmp_path / "t.csv"))
+    assert back["run"].tolist() == ["1e50", "0012"]
+    pd.testing.assert_frame_equal(back, df)
+
+
+def test_tables_collected_by_older_versions_are_refused(sweep, tmp_path):
+    """A table whose sidecar has no row count and hash (diffeosense.collect/1) cannot be
+    checked; it is cheap to collect again, so it is an error that says how."""
+    path = save_table(collect(sweep[0]), tmp_path / "old.csv")
+    side = tmp_path / "old.meta.json"
+    meta = json.loads(side.read_text())
+    del meta["table"]
+    side.write_text(json.dumps({**meta, "format": "diffeosense.collect/1"}))
+    with pytest.raises(ValueError, match=rf"{path} was collected by an older diffeosense.*"
+                                         rf"collect it again"):
+        load_table(path)
+    side.unlink()
+    with pytest.raises(FileNotFoundError, match="has no sidecar old.meta.json"):
+        load_table(path)
 
 
 def test_collect_cli(sweep, tmp_path, capsys):
@@ -90,9 +114,25 @@ def test_collect_cli(sweep, tmp_path, capsys):
     assert main(["collect", str(root), "--out", str(out)]) == 0
     assert f"{out}: " in capsys.readouterr().out
     pd.testing.assert_frame_equal(load_table(out), collect(root))
+    assert json.loads((tmp_path / "t.meta.json").read_text())["root"] == str(root)
     assert main(["collect", str(tmp_path / "empty-does-not-exist")]) == 2
     (tmp_path / "empty").mkdir()
     assert main(["collect", str(tmp_path / "empty")]) == 2
     assert "no finished run" in capsys.readouterr().err
     with pytest.raises(ValueError, match="use .csv or .parquet"):
         save_table(collect(root), tmp_path / "t.xlsx")
+    # A .csv and a .parquet of one stem would share one sidecar: refused before writing.
+    both = [str(tmp_path / "u.csv"), str(tmp_path / "u.parquet")]
+    assert main(["collect", str(root), "--out", *both]) == 2
+    assert "share the sidecar" in capsys.readouterr().err
+    assert not (tmp_path / "u.csv").exists()
+
+
+def test_collect_cli_default_output(sweep, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "sweep"
+    shutil.copytree(sweep[0], root)
+    assert main(["collect", str(root)]) == 0
+    assert capsys.readouterr().out.startswith(f"{root / 'collected.csv'}: ")
+    pd.testing.assert_frame_equal(load_table(root / "collected.csv"), collect(root))

@@ -176,6 +176,29 @@ def test_tiny_experiment_end_to_end_resumes_and_is_deterministic(tmp_path):
                  "--no-progress", "--no-plot", "--set", *sets]) == 0
 
 
+def test_compare_activations_table_carries_its_sidecar(tmp_path, capsys):
+    """``--compare-activations`` writes activations_exponents.csv through write_table: both
+    runs' exponents, a sidecar naming them; truncated or edited, the table is refused."""
+    from _tables import assert_tampering_refused
+
+    from diffeosense._io import read_table
+    from diffeosense.cli import main
+
+    sets = ["preset=\"tiny\"", "size=16", "xi=4", "train_size=24", "depths=[3,3]", "width=4",
+            "epochs=2", "measure_batch_size=64"]
+    assert main(["scale-detection", "--preset", "lazy", "--out", str(tmp_path),
+                 "--compare-activations", "--no-progress", "--no-plot", "--set", *sets]) == 0
+    path = tmp_path / "activations_exponents.csv"
+    assert f"table: {path}" in capsys.readouterr().out
+    table, meta = assert_tampering_refused(path, read_table)
+    assert meta["activations"] == ["relu", "tanh"] and meta["config"]["epochs"] == 2
+    assert sorted(set(table.activation)) == ["relu", "tanh"]
+    for act, run_dir in zip(meta["activations"], meta["runs"], strict=True):
+        own = read_table(f"{run_dir}/exponents.csv")[0]
+        mine = table[table.activation == act].drop(columns=["activation", "run"])
+        pd.testing.assert_frame_equal(mine.reset_index(drop=True), own[list(mine.columns)])
+
+
 def test_fit_exponents_recovers_known_laws():
     # Synthetic curves with exact laws: s = 1 power laws, s = 2 exponential laws.
     cfg = preset("lazy", depths=(8, 6), seeds=(0, 1))

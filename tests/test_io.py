@@ -56,6 +56,81 @@ def test_dataclass_from_dict_refuses_unknown_keys():
         DataConfig.from_dict({"name": "mnist", "noize": 1.0})  # a typo is never dropped
 
 
+# -- tables and their sidecars ----------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_table_round_trips_exactly_and_refuses_tampering(tmp_path, suffix):
+    import numpy as np
+    import pandas as pd
+    from _tables import assert_tampering_refused
+
+    from diffeosense._io import read_table, write_table
+
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    x = np.random.default_rng(0).lognormal(size=50) ** 7  # floats that need 17 digits
+    df = pd.DataFrame({"run": ["1e50", "0012"] * 25, "x": x, "n": np.arange(50)})
+    path = write_table(tmp_path / f"t{suffix}", df, {"what": "test"})
+    back, meta = assert_tampering_refused(path, lambda p: read_table(p, dtype={"run": str}))
+    pd.testing.assert_frame_equal(back, df, check_exact=True)
+    assert meta["what"] == "test" and meta["table"]["rows"] == 50
+
+
+def _crash_at(monkeypatch, k: int):
+    """Make the k-th call of ``_io.write_bytes`` from now raise KeyboardInterrupt (a kill)."""
+    import diffeosense._io as io_mod
+
+    real, calls = io_mod.write_bytes, []
+
+    def write_bytes(path, data):
+        calls.append(path)
+        if len(calls) == k + 1:
+            raise KeyboardInterrupt
+        return real(path, data)
+
+    monkeypatch.setattr(io_mod, "write_bytes", write_bytes)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_two_phase_rewrite_killed_at_any_write_leaves_a_vouched_table(tmp_path, monkeypatch, k):
+    """write_table(two_phase=True) writes: sidecar naming the pending table (0), the table
+    (1), the final sidecar (2). Killed at any of them, the table read back is the old one or
+    the new one, whole; an edit is still refused. Without two_phase, a kill before the final
+    sidecar leaves a pair that read_table refuses: what two_phase is for."""
+    import pandas as pd
+
+    from diffeosense._io import read_table, write_table
+
+    old = pd.DataFrame({"e": [0, 1], "D": [0.5, 0.25]})
+    new = pd.concat([old, pd.DataFrame({"e": [2], "D": [0.125]})], ignore_index=True)
+    path = write_table(tmp_path / "t.csv", old, {"v": 1}, two_phase=True)
+    _crash_at(monkeypatch, k)
+    with pytest.raises(KeyboardInterrupt):
+        write_table(path, new, {"v": 2}, two_phase=True)
+    monkeypatch.undo()
+    back, meta = read_table(path)
+    pd.testing.assert_frame_equal(back, new if k == 2 else old)
+    assert ("pending_table" in meta) == (k > 0)
+    path.write_text(path.read_text().replace("0.125", "0.126").replace("0.25", "0.26"))
+    with pytest.raises(ValueError, match=rf"{path} does not match its sidecar"):
+        read_table(path)
+
+    fresh = tmp_path / "first.csv"  # the first write, killed before its final sidecar
+    _crash_at(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        write_table(fresh, new, {}, two_phase=True)
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(read_table(fresh)[0], new)
+
+    plain = write_table(tmp_path / "plain.csv", old, {})
+    _crash_at(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        write_table(plain, new, {})
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"plain.csv does not match its sidecar .*3 rows in "
+                                         r"the table, 2 in the sidecar"):
+        read_table(plain)
+
+
 # -- run_lock ---------------------------------------------------------------------------------
 
 _HOLD = (

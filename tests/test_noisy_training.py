@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from diffeosense._io import read_table
 from diffeosense.experiments import noisy_training as nt
 from diffeosense.experiments.run import RunConfig
 
@@ -109,10 +110,11 @@ def test_reproduce_noisy_training_end_to_end(tmp_path, monkeypatch):
     for f in ("noisy_training_scatter.png", "noisy_training_scatter.svg",
               "noisy_training_correlations.png", "noisy_training_correlations.svg"):
         assert (out / f).stat().st_size > 1000
-    runs = pd.read_csv(out / "noisy_training_runs.csv")
+    runs, meta = read_table(out / "noisy_training_runs.csv")
+    assert (meta["figure"], meta["scale"]) == ("noisy-training", "quick")
     assert len(runs) == 6 and (runs[["D", "G", "R"]] > 0).all().all()
     assert ((runs["test_error"] > 0) & (runs["test_error"] < 1)).all()
-    corr = pd.read_csv(out / "noisy_training_correlations.csv")
+    corr = read_table(out / "noisy_training_correlations.csv")[0]
     sub = runs[runs["noise"] == 5.0]
     assert corr[(corr["noise"] == 5.0) & (corr["X"] == "R")]["rho"].item() == pytest.approx(
         nt.log_correlation(sub["test_error"], sub["R"]), rel=1e-9)

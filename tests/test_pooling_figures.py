@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 import pytest
 
+from diffeosense._io import read_table
 from diffeosense.experiments import noisy_training as nt
 from diffeosense.experiments import pooling_figures as pf
 
@@ -64,12 +65,13 @@ def test_reproduce_layerwise_and_spectra_share_one_training(tmp_path, monkeypatc
     runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     assert len(runs) == 1 and json.loads((runs[0] / "attempts.json").read_text()) == \
         {"attempts": 1}
-    lw = pd.read_csv(tmp_path / "layerwise" / "layerwise.csv")
+    lw, meta = read_table(tmp_path / "layerwise" / "layerwise.csv")
+    assert (meta["figure"], meta["config"]["n_shuffles"]) == ("layerwise", 1)
     assert set(lw["stage"]) == {"init", "trained"} and (lw[["D", "G", "R"]] > 0).all().all()
     assert lw["layer"].iloc[0] == "input" and lw["layer"].iloc[-1] == "output"
-    homo = pd.read_csv(tmp_path / "filter_spectra" / "filter_spectra_homogeneous.csv")
+    homo = read_table(tmp_path / "filter_spectra" / "filter_spectra_homogeneous.csv")[0]
     assert len(homo) == 4 and homo["white"].eq(1 / 9).all()  # 2 convs x 2 stages, 3 x 3
-    spectra = pd.read_csv(tmp_path / "filter_spectra" / "filter_spectra.csv")
+    spectra = read_table(tmp_path / "filter_spectra" / "filter_spectra.csv")[0]
     sums = spectra.groupby(["stage", "layer"])["fraction"].sum()
     assert sums.sub(1).abs().max() < 1e-9
     for f in ("layerwise/layerwise.png", "layerwise/layerwise.svg",

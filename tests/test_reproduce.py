@@ -8,7 +8,9 @@ import xml.etree.ElementTree as ET
 
 import pandas as pd
 import pytest
+from _tables import assert_tampering_refused
 
+from diffeosense._io import read_table
 from diffeosense.experiments import reproduce as rp
 
 
@@ -30,8 +32,14 @@ def test_scale_detection_end_to_end(tmp_path, monkeypatch):
     for f in ("scale_detection_1d.png", "scale_detection_1d.svg", "scale_detection_2d.png",
               "scale_detection_2d.svg"):
         assert (out / f).stat().st_size > 1000
-    summary = pd.read_csv(out / "scale_detection_2d_summary.csv")
-    assert len(summary) == 3
+    # Each figure table carries its checked sidecar: which figure, the scale; a truncated or
+    # edited table is refused, by name.
+    summary, meta = read_table(out / "scale_detection_2d_summary.csv")
+    assert len(summary) == 3 and (meta["figure"], meta["scale"]) == ("scale-detection", "quick")
+    assert meta["config"]["2d"]["train_size"] == 32 and meta["table"]["rows"] == 3
+    for name in ("scale_detection_2d_summary.csv", "scale_detection_1d_exponents.csv"):
+        back, _ = assert_tampering_refused(out / name, read_table)
+        pd.testing.assert_frame_equal(back, pd.read_csv(out / name))
     text = path.read_text()
     root = ET.fromstring(text.split("\n", 1)[1])
     assert [f.get("id") for f in root.iter("figure")] == ["fig-scale-1d", "fig-scale-2d"]

@@ -8,11 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
+from _tables import assert_tampering_refused
 
 import diffeosense.tracking as TR
 from diffeosense.cli import main
@@ -201,17 +204,19 @@ def reference(tmp_path_factory):
 
 
 # 8 training batches per epoch: forward call 12 is inside epoch 2. The tracker's own crash
-# points: while measuring epoch 2 (its checkpoint committed, no row yet) and while writing
-# the table of epoch 2.
-@pytest.mark.parametrize("where", ["training@12", "measure@2", "write@2", "measure@0"])
+# points: while measuring epoch 2 (its checkpoint committed, no row yet) and at each of the three
+# writes of epoch 2's table (write_table two_phase: the sidecar naming the pending table, the
+# table, the final sidecar). every:1 writes at epochs 0, 1, 2, 3: epoch 2's writes are the 3rd.
+@pytest.mark.parametrize("where", ["training@12", "measure@2", "pending@2", "table@2",
+                                   "sidecar@2", "measure@0"])
 def test_interrupt_and_resume_gives_the_same_table(tmp_path, monkeypatch, reference, where):
     out = tmp_path / "run"
     kind, at = where.split("@")
     at = int(at)
     net = _CrashInTraining(_dropout_bn_net(), at if kind == "training" else 0)
     tracker = SensitivityTracker(TRACK)
-    real_measure, real_write = SensitivityTracker.measure, TR._io.write_text
-    calls = []
+    real_measure, real_write = SensitivityTracker.measure, TR._io.write_bytes
+    calls, writes = [], {"pending": 0, "table": 0, "sidecar": 0}
 
     def crashing_measure(self, model):
         calls.append(1)
@@ -219,28 +224,38 @@ def test_interrupt_and_resume_gives_the_same_table(tmp_path, monkeypatch, refere
             raise KeyboardInterrupt
         return real_measure(self, model)
 
-    def crashing_write(path, text):
-        if path.name == "track.csv" and "\n2," in text:
-            raise KeyboardInterrupt
-        return real_write(path, text)
+    def crashing_write(path, data):
+        path = Path(path)
+        if path.name in ("track.csv", "track.meta.json"):
+            w = ("table" if path.name == "track.csv" else
+                 "pending" if b'"pending_table"' in data else "sidecar")
+            writes[w] += 1
+            if w == kind and writes[w] == at + 1:
+                raise KeyboardInterrupt
+        return real_write(path, data)
 
     if kind == "measure":
         monkeypatch.setattr(SensitivityTracker, "measure", crashing_measure)
-    elif kind == "write":
-        monkeypatch.setattr(TR._io, "write_text", crashing_write)
+    elif kind in writes:
+        monkeypatch.setattr(TR._io, "write_bytes", crashing_write)
     with pytest.raises(KeyboardInterrupt):
         fit(net, (X, Y), (XT, YT), CFG, out, progress=False, tracker=tracker)
     monkeypatch.undo()
     committed = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     assert committed == (1 if kind == "training" else at)
     if (out / "track.csv").exists():
-        assert load_track(out / "track.csv")[0].epoch.max() < 2
+        # The table read back is one its sidecar vouches for: before epoch 2, or (killed
+        # before the final sidecar) with epoch 2, the pending table that write meant.
+        table, meta = load_track(out / "track.csv")
+        assert table.epoch.max() == (2 if kind == "sidecar" else 1)
+        assert ("pending_table" in meta) == (kind in ("table", "sidecar"))
     tracker = SensitivityTracker(TRACK)
     fit(_CrashInTraining(_dropout_bn_net(), 0), (X, Y), (XT, YT), CFG, out, resume=True,
         progress=False, tracker=tracker)
-    table = load_track(out / "track.csv")[0]
+    table, meta = load_track(out / "track.csv")
     pd.testing.assert_frame_equal(table, reference, check_exact=True)
     assert not table.duplicated(["epoch", "layer", "view"]).any()
+    assert "pending_table" not in meta and meta["table"]["rows"] == len(table)
 
 
 def test_sigkill_and_resume_gives_the_same_table(tmp_path, reference):
@@ -317,11 +332,74 @@ def test_parquet_table_round_trips(tmp_path):
 
 
 def test_bad_tables_are_clear_errors(tmp_path):
+    from diffeosense._io import write_table
+
     with pytest.raises(FileNotFoundError, match="no tracking table"):
         load_track(tmp_path / "track.csv")
     (tmp_path / "x.csv").write_text("layer,D\na,1\n")
+    with pytest.raises(FileNotFoundError, match="x.csv has no sidecar x.meta.json"):
+        load_track(tmp_path / "x.csv")
+    write_table(tmp_path / "x.csv", pd.DataFrame({"layer": ["a"], "D": [1.0]}), {})
     with pytest.raises(ValueError, match="not a diffeosense tracking table"):
         load_track(tmp_path / "x.csv")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_tables_changed_after_writing_are_refused(tmp_path, fmt):
+    """A truncated or edited track table is refused, naming it: by load_track (the plots,
+    the CLI) and by a resumed run, which would otherwise continue from damaged rows."""
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    out = tmp_path / "run"
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05)
+    track = TrackConfig("0,1", n_probes=16, format=fmt)
+    tracker = SensitivityTracker(track)
+    fit(_dropout_bn_net(), (X, Y), (XT, YT), cfg, out, progress=False, tracker=tracker)
+    path = out / f"track.{fmt}"
+
+    def resume(p):
+        fit(_dropout_bn_net(), (X, Y), (XT, YT), cfg, out, resume=True, progress=False,
+            tracker=SensitivityTracker(track))
+
+    table, meta = assert_tampering_refused(path, load_track)
+    pd.testing.assert_frame_equal(table, tracker.table, check_exact=True)
+    assert meta["table"] == {**meta["table"], "file": path.name, "rows": len(table)}
+    assert meta["config"] == track.to_dict() and "provenance" in meta
+    assert_tampering_refused(path, resume)
+    pd.testing.assert_frame_equal(load_track(path)[0], tracker.table, check_exact=True)
+
+
+def test_tables_from_before_table_records_are_read_with_a_warning(tmp_path):
+    """A track.csv whose sidecar predates the table record (format /1, as published in
+    docs/results) is read with a warning, never refused (it may hold a long run) and never
+    silently; a resumed run rewrites it checked. A current sidecar without a record is an
+    error."""
+    out = tmp_path / "run"
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05)
+    track = TrackConfig("0,1", n_probes=16)
+    tracker = SensitivityTracker(track)
+    fit(_dropout_bn_net(), (X, Y), (XT, YT), cfg, out, progress=False, tracker=tracker)
+    side = out / "track.meta.json"
+    meta = json.loads(side.read_text())
+    assert meta["format"] == TR.TRACK_FORMAT == "diffeosense.track/2"
+    del meta["table"]
+    side.write_text(json.dumps({**meta, "format": "diffeosense.track/1"}))
+    with pytest.warns(UserWarning, match=r"track.csv was written before .* read unchecked"):
+        old, old_meta = load_track(out / "track.csv")
+    pd.testing.assert_frame_equal(old, tracker.table, check_exact=True)
+    assert old_meta["format"] == "diffeosense.track/1"
+    with pytest.warns(UserWarning, match="read unchecked"):
+        fit(_dropout_bn_net(), (X, Y), (XT, YT), cfg, out, resume=True, progress=False,
+            tracker=SensitivityTracker(track))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # checked again: no warning
+        table, meta = load_track(out / "track.csv")
+    assert meta["format"] == TR.TRACK_FORMAT and meta["table"]["rows"] == len(table)
+    pd.testing.assert_frame_equal(table, tracker.table, check_exact=True)
+    del meta["table"]
+    side.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="holds no table record"):
+        load_track(out / "track.csv")
 
 
 def test_missing_tensorboard_names_the_install_command(monkeypatch):

@@ -121,13 +121,20 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.stem + ".meta.json")
 
 
-def write_table(path: str | os.PathLike, table, meta: dict[str, Any]) -> Path:
+def write_table(path: str | os.PathLike, table, meta: dict[str, Any], *,
+                two_phase: bool = False) -> Path:
     """Write a ``pandas.DataFrame`` as ``.csv``, ``.json`` or ``.parquet`` (atomic).
 
     CSV and Parquet get a sidecar ``<stem>.meta.json`` holding ``meta`` (format, config,
     provenance) and the table's :func:`table_record` (file, rows, columns, SHA-256), written
     after the table: it vouches for it. JSON holds everything:
     ``{**meta, "n_rows": N, "rows": [...]}`` with NaN written as null.
+
+    ``two_phase``: for a table rewritten in place while a run goes on (and resumed after a
+    kill), first write the sidecar holding both the table on disk (``"table"``) and the new
+    one (``"pending_table"``), then the table, then the final sidecar. A kill between any two
+    of these writes leaves a table that its sidecar vouches for, old or new; without it, a
+    kill between the table and its sidecar leaves a pair that :func:`read_table` refuses.
 
     >>> import pandas as pd, tempfile
     >>> p = write_table(Path(tempfile.mkdtemp()) / "t.csv", pd.DataFrame({"a": [1, 2]}), {})
@@ -150,20 +157,32 @@ def write_table(path: str | os.PathLike, table, meta: dict[str, Any]) -> Path:
         data = buf.getvalue()
     else:
         raise ValueError(f"unknown result format {path.suffix!r}: use .csv, .json or .parquet")
-    write_bytes(path, data)
     record = table_record(path, data, len(table), list(table.columns))
-    write_json(sidecar_path(path), {**meta, "table": record})  # last: the commit point
+    side = sidecar_path(path)
+    if two_phase:
+        try:
+            current = json.loads(side.read_text()).get("table") if path.exists() else None
+        except (OSError, ValueError, AttributeError):
+            current = None  # no readable sidecar: the table on disk is vouched for by nothing
+        write_json(side, {**meta, "table": current, "pending_table": record})
+    write_bytes(path, data)
+    write_json(side, {**meta, "table": record})  # last: the commit point
     return path
 
 
 def read_table(path: str | os.PathLike, columns: list[str] | None = None,
-               numeric: tuple[str, ...] = (), what: str = "diffeosense result"):
+               numeric: tuple[str, ...] = (), what: str = "diffeosense result",
+               dtype: dict[str, Any] | None = None):
     """Read a table written by :func:`write_table`: returns ``(DataFrame, meta)``.
 
     ``columns`` orders the rows of a JSON table; ``numeric`` columns are coerced to float
-    (JSON nulls and empty CSV cells become NaN). A CSV/Parquet table is refused (a
-    ValueError naming it) when it does not match its sidecar's row count, columns and hash
-    (truncated, edited, replaced), and a FileNotFoundError when it has no sidecar.
+    (JSON nulls and empty CSV cells become NaN); ``dtype`` is handed to ``pandas.read_csv``
+    (e.g. ``{"run": str}`` for text that looks like numbers). CSV floats are read back
+    exactly. A CSV/Parquet table is refused (a ValueError naming it) when it does not match
+    its sidecar's row count, columns and hash (truncated, edited, replaced), and a
+    FileNotFoundError when it has no sidecar. A table matching the ``"pending_table"`` of a
+    :func:`write_table` ``two_phase`` write killed before its final sidecar is the one that
+    write meant: it is accepted.
     """
     import pandas as pd
 
@@ -199,13 +218,17 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None,
         except ValueError as e:
             raise ValueError(f"the sidecar {side} is not valid JSON ({e})") from None
         data = path.read_bytes()
+        # pandas >= 3 reads CSV floats back exactly by default (and deprecates the option);
+        # pandas 2 needs it: a table re-read and rewritten (a resumed run's) must not drift.
+        exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
         try:
-            df = (pd.read_csv(io.BytesIO(data)) if suffix == ".csv"
+            df = (pd.read_csv(io.BytesIO(data), dtype=dtype, **exact) if suffix == ".csv"
                   else pd.read_parquet(io.BytesIO(data)))  # fmt: skip
         except Exception as e:  # noqa: BLE001 - any parser error: a damaged table
             raise ValueError(f"{path} cannot be read as a table ({type(e).__name__}: {e}); "
                              f"re-run to write it again") from None
-        check_table(path, data, len(df), list(df.columns), meta.get("table"), side)
+        check_table(path, data, len(df), list(df.columns), meta.get("table"), side,
+                    pending=meta.get("pending_table"))
     for c in numeric:
         if c in df:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
@@ -452,12 +475,18 @@ def table_record(path: str | os.PathLike, data: bytes, n_rows: int, columns: lis
 
 
 def check_table(path: str | os.PathLike, data: bytes, n_rows: int, columns: list,
-                record: dict | None, sidecar: str | os.PathLike) -> None:  # fmt: skip
+                record: dict | None, sidecar: str | os.PathLike, *,
+                pending: dict | None = None) -> None:  # fmt: skip
     """Refuse a table that does not match its sidecar's :func:`table_record`: another file
     name, row count, columns or content hash (a truncated, edited or replaced table, or a
-    sidecar left by another result). The ValueError names the table and the sidecar."""
+    sidecar left by another result). The ValueError names the table and the sidecar.
+
+    ``pending``: the record of a :func:`write_table` ``two_phase`` write in progress; a table
+    matching it exactly (name, rows, columns, hash) is accepted too."""
     import hashlib
 
+    if pending is not None and pending == table_record(path, data, n_rows, columns):
+        return  # the write in progress reached its table; only its final sidecar is missing
     if record is None:
         raise ValueError(
             f"the sidecar {sidecar} of {path} holds no table record (row count and content "

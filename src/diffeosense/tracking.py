@@ -28,13 +28,17 @@ means over its batches, as in ``metrics.jsonl``; NaN at epoch 0) and ``test_loss
 test_error`` (at epoch 0 the initial net evaluated with the test noise of generator
 ``(seed, 0, "test")``). With a run folder it is rewritten whole and atomically after every
 tracked epoch to ``track.csv`` (or ``track.parquet``) beside ``track.meta.json`` (the
-:class:`TrackConfig`, the probes used, the training config hash, provenance).
+:class:`TrackConfig`, the probes used, the training config hash, provenance, and the table's
+row count, columns and SHA-256: :func:`diffeosense._io.write_table`, whose reader refuses a
+truncated or edited table).
 
 Resumption. An epoch's rows are written after the epoch's checkpoint (``last.pt``, the commit
 point of :mod:`diffeosense.train`). On resume the tracker reloads the table, drops any row past
 the committed epoch, and measures the committed epoch if it is scheduled and missing (a kill
-between the checkpoint and the table). The table of a killed and resumed run therefore equals an
-uninterrupted run's: no duplicates, no gaps.
+between the checkpoint and the table). The table and its sidecar are written in two phases
+(``write_table(..., two_phase=True)``), so a kill between the two files leaves a table the
+sidecar vouches for. The table of a killed and resumed run therefore equals an uninterrupted
+run's: no duplicates, no gaps.
 
 >>> import torch
 >>> from diffeosense.train import TrainConfig, fit
@@ -77,7 +81,9 @@ __all__ = [
     "tensorboard_writer",
 ]
 
-TRACK_FORMAT = "diffeosense.track/1"
+TRACK_FORMAT = "diffeosense.track/2"
+# Sidecars of tracking tables written before they carried a table record (row count, SHA-256).
+_LEGACY_FORMAT = "diffeosense.track/1"
 TRACK_COLUMNS = ["epoch", "layer", "depth", "kind", "view", "D", "G", "R", "D_se", "G_se", "R_se",
                  "n_probes", "train_loss", "train_error", "test_loss", "test_error"]
 # Measured (benchmarks/bench_tracking.py, one thread): with 100 probes one tracked epoch of the
@@ -323,8 +329,12 @@ class SensitivityTracker:
 
         committed = int(history[-1]["epoch"]) if history else 0
         self._rows = []
+        stale_sidecar = False
         if self.path is not None and self.path.exists():
             df, meta = load_track(self.path)
+            # A kill between the table and its final sidecar (or an old run's sidecar without
+            # a table record): the table is sound, its sidecar gets rewritten below.
+            stale_sidecar = "pending_table" in meta or meta.get("format") != TRACK_FORMAT
             if meta.get("config") != c.to_dict():
                 raise ValueError(
                     f"cannot continue the tracking table {self.path}: it was made with "
@@ -355,7 +365,7 @@ class SensitivityTracker:
                     continue
             self._track(net, e, by_epoch.get(e, {}))
             changed = True
-        if changed or (self.path is not None and not self.path.exists()):
+        if changed or stale_sidecar or (self.path is not None and not self.path.exists()):
             self._write()
 
     def after_epoch(self, epoch: int, model: nn.Module, metrics: dict[str, Any], *,
@@ -454,16 +464,7 @@ class SensitivityTracker:
     def _write(self) -> None:
         if self.path is None:
             return
-        import io
-
-        df = self.table
-        _io.write_json(_sidecar(self.path), self._meta)
-        if self.config.format == "csv":
-            _io.write_text(self.path, df.to_csv(index=False))
-        else:
-            buf = io.BytesIO()
-            df.to_parquet(buf, index=False)
-            _io.write_bytes(self.path, buf.getvalue())
+        _io.write_table(self.path, self.table, self._meta, two_phase=True)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -472,15 +473,15 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.stem + ".meta.json")
-
-
 def load_track(path: str | Path):
     """Read a tracking table (``track.csv`` / ``track.parquet``) and its ``track.meta.json``.
 
     Returns ``(table, meta)``: a ``pandas.DataFrame`` with :data:`TRACK_COLUMNS` (floats read
-    back exactly) and the sidecar dict (``{}`` when there is none).
+    back exactly) and the sidecar dict. The table is checked against the sidecar's record
+    (:func:`diffeosense._io.read_table`): a truncated, edited or replaced table, or one without
+    its sidecar, is refused with an error naming it. A table written before sidecars carried
+    that record (format ``diffeosense.track/1``) is read with a warning: it cannot be checked,
+    but it may hold a long training run worth keeping.
 
     >>> import tempfile, torch
     >>> from diffeosense.train import TrainConfig, fit
@@ -495,26 +496,43 @@ def load_track(path: str | Path):
     >>> table.epoch.tolist(), meta["config"]["schedule"], meta["probes"]["n"]
     ([0, 1], '0,1', 8)
     """
-    import pandas as pd
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no tracking table {path}")
-    if path.suffix.lower() == ".csv":
-        # A resumed run re-reads and rewrites its rows: they must not drift. pandas >= 3 reads
-        # floats back exactly by default (and deprecates the option); pandas 2 needs it.
-        exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
-        df = pd.read_csv(path, **exact)
-    elif path.suffix.lower() == ".parquet":
-        df = pd.read_parquet(path)
-    else:
+    if path.suffix.lower() not in (".csv", ".parquet"):
         raise ValueError(f"unknown tracking table format {path.suffix!r}: use .csv or .parquet")
+    legacy = _legacy_meta(path)
+    if legacy is not None:
+        warnings.warn(f"{path} was written before tracking tables carried their row count and "
+                      f"hash in {_io.sidecar_path(path).name}: it is read unchecked; re-run "
+                      f"(or resume) the training to write a checked table", stacklevel=2)
+        df, meta = _read_unchecked(path), legacy
+    else:
+        df, meta = _io.read_table(path, what="diffeosense tracking table")
     missing = [c for c in TRACK_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path} is not a diffeosense tracking table (missing columns "
                          f"{missing})")
     df["layer"] = df["layer"].astype(str)
-    side = _sidecar(path)
-    meta = json.loads(side.read_text()) if side.exists() else {}
     return df[TRACK_COLUMNS], meta
 
+
+def _legacy_meta(path: Path) -> dict[str, Any] | None:
+    """The sidecar of a tracking table from before table records, else None."""
+    side = _io.sidecar_path(path)
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None  # missing or damaged: read_table says so
+    if isinstance(meta, dict) and meta.get("format") == _LEGACY_FORMAT and "table" not in meta:
+        return meta
+    return None
+
+
+def _read_unchecked(path: Path):
+    import pandas as pd
+
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+    return pd.read_csv(path, **exact)

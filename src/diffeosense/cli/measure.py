@@ -245,7 +245,8 @@ def _is_track(path: Path) -> bool:
     side = path.with_name(path.stem + ".meta.json")
     if side.exists():
         try:
-            return json.loads(side.read_text()).get("format") == "diffeosense.track/1"
+            fmt = json.loads(side.read_text()).get("format")  # any version: /1 has no hash
+            return isinstance(fmt, str) and fmt.startswith("diffeosense.track/")
         except (json.JSONDecodeError, AttributeError):
             return False
     if path.suffix.lower() == ".csv":

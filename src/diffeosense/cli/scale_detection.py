@@ -129,6 +129,7 @@ def _compare_activations(cfg, args: argparse.Namespace) -> int:
 
     from .. import _io
     from ..experiments.scale_detection import format_exponents, run
+    from ..provenance import provenance
 
     results = []
     for act in ("relu", "tanh"):
@@ -140,7 +141,11 @@ def _compare_activations(cfg, args: argparse.Namespace) -> int:
     table = pd.concat([r.exponents.assign(activation=r.config.activation,
                                           run=r.out_dir.name) for r in results])
     out = Path(args.out)
-    print(f"table: {_io.write_text(out / 'activations_exponents.csv', table.to_csv(index=False))}")
+    meta = {"format": "diffeosense.scale-detection-activations/1",
+            "activations": [r.config.activation for r in results],
+            "runs": [str(r.out_dir) for r in results],
+            "config": cfg.to_dict(), "provenance": provenance()}
+    print(f"table: {_io.write_table(out / 'activations_exponents.csv', table, meta)}")
     if not args.no_plot:
         from ..plots.scale_detection import plot_activation_comparison
 

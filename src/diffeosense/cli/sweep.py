@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -54,12 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="gather every finished run under a folder into one tidy table",
         description="Read every finished run (a folder with a 'done' marker) below DIR and "
         "write one tidy table, one row per run x stage x layer x view x channel, with the "
-        "config columns: DIR/collected.parquet and DIR/collected.csv by default.",
+        "config columns: DIR/collected.csv by default.",
     )
     c.add_argument("dir", help="sweep folder")
     c.add_argument("--out", nargs="+", default=None,
-                   help="output file(s), .csv and/or .parquet (default DIR/collected.parquet "
-                   "and DIR/collected.csv)")
+                   help="output file(s), .csv and/or .parquet of different names (each has "
+                   "its sidecar STEM.meta.json; default DIR/collected.csv)")
     c.set_defaults(func=collect_cmd)
 
 
@@ -101,6 +100,7 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
 
 
 def collect_cmd(args: argparse.Namespace) -> int:
+    from .._io import sidecar_path
     from ..experiments.collect import collect, save_table
 
     root = Path(args.dir)
@@ -108,15 +108,14 @@ def collect_cmd(args: argparse.Namespace) -> int:
     if df.empty:
         raise ValueError(f"no finished run under {root} (no '<hash>/done' marker); run the "
                          f"sweep first")
-    outs = [Path(o) for o in args.out] if args.out else [root / "collected.parquet",
-                                                          root / "collected.csv"]
+    outs = [Path(o) for o in args.out] if args.out else [root / "collected.csv"]
+    sidecars = [sidecar_path(o).resolve() for o in outs]
+    shared = sorted({str(s) for s in sidecars if sidecars.count(s) > 1})
+    if shared:
+        # One sidecar vouches for one table: the second write would orphan the first file.
+        raise ValueError(f"--out files would share the sidecar {', '.join(shared)}: give the "
+                         f".csv and the .parquet different names (e.g. t.csv, t_pq.parquet)")
     for out in outs:
-        try:
-            save_table(df, out)
-        except ValueError as e:
-            if args.out:  # asked for explicitly: an error
-                raise
-            print(f"skipped {out}: {e}", file=sys.stderr)
-            continue
+        save_table(df, out, root=root)
         print(f"{out}: {len(df)} rows, {df['run'].nunique()} runs")
     return 0

@@ -22,12 +22,11 @@ True
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
-from .._io import write_bytes, write_json, write_text
+from .._io import read_table, sidecar_path, write_table
 from .run import load_run
 
 __all__ = ["collect", "save_table", "load_table", "ALIASES"]
@@ -35,7 +34,7 @@ __all__ = ["collect", "save_table", "load_table", "ALIASES"]
 ALIASES = {"model": "train.model", "dataset": "train.data.name", "seed": "train.seed",
            "noise": "train.data.noise", "P": "train.data.P", "epochs": "train.epochs",
            "lr": "train.lr"}
-_FORMAT = "diffeosense.collect/1"
+_FORMAT = "diffeosense.collect/2"  # /2: the sidecar holds the table record
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -87,58 +86,66 @@ def collect(root: str | Path):
     return pd.concat(frames, ignore_index=True)
 
 
-def save_table(df, path: str | Path) -> Path:
-    """Write ``df`` to ``.csv`` or ``.parquet`` (atomic) with a sidecar ``<stem>.meta.json``
-    (column dtypes, provenance) from which :func:`load_table` restores it exactly."""
+def save_table(df, path: str | Path, root: str | Path | None = None) -> Path:
+    """Write ``df`` to ``.csv`` or ``.parquet`` (atomic, :func:`diffeosense._io.write_table`)
+    with a sidecar ``<stem>.meta.json``: the sweep ``root`` it was collected from, the number
+    of runs, the column dtypes (from which :func:`load_table` restores it exactly),
+    provenance, and the table's row count, columns and SHA-256 (checked on every read).
+
+    A ``.csv`` and a ``.parquet`` of the same stem would share one sidecar, which vouches for
+    one file only: give them different names."""
     from ..provenance import provenance
 
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        write_text(path, df.to_csv(index=False))
-    elif suffix == ".parquet":
+    if suffix not in (".csv", ".parquet"):
+        raise ValueError(f"unknown table format {path.suffix!r}: use .csv or .parquet")
+    if suffix == ".parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             raise ValueError("writing Parquet needs pyarrow: pip install 'diffeosense[parquet]' "
                              "(or write .csv)") from None
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        write_bytes(path, buf.getvalue())
-    else:
-        raise ValueError(f"unknown table format {path.suffix!r}: use .csv or .parquet")
-    write_json(path.with_name(path.stem + ".meta.json"), {
-        "format": _FORMAT, "rows": len(df), "runs": int(df["run"].nunique()) if len(df) else 0,
-        "dtypes": {c: str(t) for c, t in df.dtypes.items()}, "provenance": provenance()})
-    return path
+    meta = {"format": _FORMAT, "root": str(root) if root is not None else None,
+            "runs": int(df["run"].nunique()) if len(df) else 0,
+            "dtypes": {c: str(t) for c, t in df.dtypes.items()},
+            "provenance": provenance()}
+    return write_table(path, df, meta)
 
 
 def load_table(path: str | Path):
     """Read a table written by :func:`save_table` (CSV columns get their saved dtypes back;
-    text columns keep ``None`` for missing values)."""
-    import pandas as pd
-
+    text columns keep ``None`` for missing values). A table that does not match its sidecar
+    (truncated, edited, replaced) or was written before sidecars carried its row count and
+    hash is refused with a ValueError naming it: collect it again."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no table {path}")
-    side = path.with_name(path.stem + ".meta.json")
-    meta = json.loads(side.read_text()) if side.is_file() else {}
-    dtypes = meta.get("dtypes", {})
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise ValueError(f"unknown table format {path.suffix!r}: use .csv or .parquet")
-    if suffix == ".parquet":
-        df = pd.read_parquet(path)
-    else:
-        text = {c for c, t in dtypes.items() if t == "object"}
-        df = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=True)
+    side = sidecar_path(path)
+    again = f"collect it again: diffeosense collect SWEEP_DIR --out {path}"
+    try:
+        meta = json.loads(side.read_text())
+        dtypes = meta.get("dtypes", {})
+    except (OSError, ValueError, AttributeError):
+        meta, dtypes = None, {}  # missing or damaged: read_table says so, naming the file
+    if isinstance(meta, dict) and "table" not in meta and meta.get("format") != _FORMAT:
+        raise ValueError(f"{path} was collected by an older diffeosense: its sidecar "
+                         f"{side.name} holds no row count and hash to check it against; {again}")
+    # Text columns ("object"; "str" under pandas >= 3) are read as text: a run hash such as
+    # "1e50" or "0012" must not come back as a number.
+    text = {c for c, t in dtypes.items() if t in ("object", "str")}
+    try:
+        df, meta = read_table(path, dtype={c: str for c in text}, what="collected table")
+    except ValueError as e:
+        raise ValueError(f"{e} (a collected table: {again})") from None
+    if suffix == ".csv":
         for c in text & set(df.columns):
-            df[c] = df[c].astype(object).where(df[c].notna(), None)
+            if dtypes[c] == "object":
+                df[c] = df[c].astype(object).where(df[c].notna(), None)
         for c, t in dtypes.items():
             if c in df and t != "object" and str(df[c].dtype) != t:
                 df[c] = df[c].astype(t)
-    if meta and (meta.get("rows") != len(df) or list(dtypes) != list(df.columns)):
-        raise ValueError(f"{path} does not match its sidecar {side.name} ({len(df)} rows and "
-                         f"{len(df.columns)} columns, the sidecar says {meta.get('rows')} and "
-                         f"{len(dtypes)}): the table was changed or truncated; collect again")
     return df

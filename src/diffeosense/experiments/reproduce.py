@@ -15,7 +15,9 @@ Layout of ``out``::
     runs/<hash>/                      the sweep's run folders (diffeosense.experiments.run),
                                       shared by the figures: a net trained for one figure
                                       with the same config is not trained again for another
-    <figure>/*.png, *.svg, *.csv      figures and their tables
+    <figure>/*.png, *.svg, *.csv      figures and their tables; each table's sidecar
+    <figure>/*.meta.json              (figure, scale, preset, provenance, rows, SHA-256) lets
+                                      diffeosense._io.read_table refuse it once edited
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .._io import to_jsonable, write_json
 __all__ = ["ReproduceOptions", "FigureOutput", "FIGURES", "SCALES", "reproduce"]
 
 SCALES = ("quick", "paper")
+_TABLE_FORMAT = "diffeosense.reproduce-table/1"
 
 
 @dataclass
@@ -88,8 +91,9 @@ def noisy_training(scale: str, out: Path, runs: Path, opts: ReproduceOptions) ->
                          f"(see error.txt in {runs}); re-run the same command to resume")
     results = nt.results_table(cfg, done, runs)
     corr = nt.correlation_table(results)
-    _write_csv(results, out / "noisy_training_runs.csv")
-    _write_csv(corr, out / "noisy_training_correlations.csv")
+    _write_csv(results, out / "noisy_training_runs.csv", "noisy-training", scale, cfg.to_dict())
+    _write_csv(corr, out / "noisy_training_correlations.csv", "noisy-training", scale,
+               cfg.to_dict())
     title = f"{cfg.dataset}, {len(cfg.nets)} nets x {len(cfg.noises)} noise levels ({scale})"
     save_png_svg(plot_noisy_scatter(results, title), out / "noisy_training_scatter")
     save_png_svg(plot_noisy_correlations(corr, title), out / "noisy_training_correlations")
@@ -137,7 +141,7 @@ def layerwise(scale: str, out: Path, runs: Path, opts: ReproduceOptions) -> Figu
     configs = pf.run_configs(cfg, device=opts.device, data_root=opts.data_root)
     failed = _trained("layerwise", configs, runs, opts)
     table = pf.layerwise_tables(cfg, configs, runs, out, device=opts.device)
-    _write_csv(table, out / "layerwise.csv")
+    _write_csv(table, out / "layerwise.csv", "layerwise", scale, cfg.to_dict())
     title = f"{cfg.training.dataset}, clean training ({scale})"
     save_png_svg(plot_layerwise(table, title), out / "layerwise")
     fig = ReportFigure(
@@ -166,8 +170,9 @@ def filter_spectra(scale: str, out: Path, runs: Path, opts: ReproduceOptions) ->
     configs = pf.run_configs(cfg, device=opts.device, data_root=opts.data_root)
     failed = _trained("filter-spectra", configs, runs, opts)
     full, homo = pf.spectra_tables(configs, runs)
-    _write_csv(full, out / "filter_spectra.csv")
-    _write_csv(homo, out / "filter_spectra_homogeneous.csv")
+    _write_csv(full, out / "filter_spectra.csv", "filter-spectra", scale, cfg.to_dict())
+    _write_csv(homo, out / "filter_spectra_homogeneous.csv", "filter-spectra", scale,
+               cfg.to_dict())
     title = f"{cfg.training.dataset}, clean training ({scale})"
     save_png_svg(plot_spectra(homo, title), out / "filter_spectra")
     fig = ReportFigure(
@@ -208,8 +213,10 @@ def scale_detection(scale: str, out: Path, runs: Path, opts: ReproduceOptions) -
         p1.save_result_figure(r1, out / f"scale_detection_1d.{ext}")
         p2.save_result_figure(r2, out / f"scale_detection_2d.{ext}")
     exps = r1.exponents
-    _write_csv(exps, out / "scale_detection_1d_exponents.csv")
-    _write_csv(r2.summary, out / "scale_detection_2d_summary.csv")
+    config = {"1d": cfg1.to_dict(), "2d": cfg2.to_dict()}
+    _write_csv(exps, out / "scale_detection_1d_exponents.csv", "scale-detection", scale, config)
+    _write_csv(r2.summary, out / "scale_detection_2d_summary.csv", "scale-detection", scale,
+               config)
     figures = [
         ReportFigure(
             "scale-1d", "Fig. 7: 1D scale detection, D_k, G_k, R_k against the theory",
@@ -234,7 +241,6 @@ def scale_detection(scale: str, out: Path, runs: Path, opts: ReproduceOptions) -
     claims = [{**c, "figure": "scale-1d"} for c in _scale_1d_claims(exps)]
     claims += [{**c, "figure": "scale-2d"} for c in _scale_2d_claims(r2.summary,
                                                                      r2.sensitivity)]
-    config = {"1d": cfg1.to_dict(), "2d": cfg2.to_dict()}
     return FigureOutput("scale-detection", figures, claims, config)
 
 
@@ -296,10 +302,15 @@ def _scale_2d_claims(summary, sensitivity) -> list[dict[str, Any]]:
     return out
 
 
-def _write_csv(df, path: Path) -> Path:
-    from .._io import write_text
+def _write_csv(df, path: Path, figure: str, scale: str, config: dict[str, Any]) -> Path:
+    """A figure's table, with its checked sidecar ``<stem>.meta.json`` (which figure, the
+    scale, the figure's preset, provenance, and the table's row count and hash): read it
+    with :func:`diffeosense._io.read_table`, which refuses it once truncated or edited."""
+    from .._io import write_table
+    from ..provenance import provenance
 
-    return write_text(path, df.to_csv(index=False))
+    return write_table(path, df, {"format": _TABLE_FORMAT, "figure": figure,
+                                  "scale": scale, "config": config, "provenance": provenance()})
 
 
 # Every registered figure runs; a figure whose engine is not in the library is not registered.
