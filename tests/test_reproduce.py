@@ -65,3 +65,22 @@ def test_cli_lists_the_figures_and_refuses_unknown_ones(capsys):
         main(["reproduce", "fig-99", "--out", "x"])
     err = capsys.readouterr().err
     assert "noisy-training" in err and "scale-detection" in err and "all" in err
+
+
+def test_scale_2d_claims_count_an_error_of_zero_as_half_a_test_image():
+    from diffeosense.experiments.noisy_training import log_correlation
+
+    summary = pd.DataFrame({"model": ["a", "b", "c", "d"], "seed": 0,
+                            "test_error": [0.05, 0.01, 0.0, 0.002],
+                            "D": [0.08, 0.02, 0.04, 0.016], "G": [0.7, 0.5, 50.0, 7.0]})
+    summary["R"] = summary.D / summary.G
+    sens = pd.DataFrame(columns=["model", "seed", "state", "kind", "depth", "D", "G"])
+    claims = rp._scale_2d_claims(summary, sens, n_test=1024)
+    eps = [0.05, 0.01, 0.5 / 1024, 0.002]
+    for claim, q in zip(claims[:3], "DGR", strict=True):
+        rho = log_correlation(eps, summary[q])
+        assert f"rho(eps, {q}) = {rho:+.2f}" in claim["evidence"]
+        assert "errors of 0 counted as 0.5/1024" in claim["evidence"]
+    assert claims[0]["reproduced"] is (log_correlation(eps, summary.D) > 0)
+    # The learning check: every net below 40 % error.
+    assert claims[-1]["reproduced"] is True

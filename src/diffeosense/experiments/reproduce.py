@@ -239,8 +239,8 @@ def scale_detection(scale: str, out: Path, runs: Path, opts: ReproduceOptions) -
                    "scale_detection/scale_detection_2d_summary.csv", "scale_detection/2d/"]),
     ]
     claims = [{**c, "figure": "scale-1d"} for c in _scale_1d_claims(exps)]
-    claims += [{**c, "figure": "scale-2d"} for c in _scale_2d_claims(r2.summary,
-                                                                     r2.sensitivity)]
+    claims += [{**c, "figure": "scale-2d"}
+               for c in _scale_2d_claims(r2.summary, r2.sensitivity, cfg2.test_size_value)]
     return FigureOutput("scale-detection", figures, claims, config)
 
 
@@ -264,13 +264,19 @@ def _scale_1d_claims(exps) -> list[dict[str, Any]]:
     return out
 
 
-def _scale_2d_claims(summary, sensitivity) -> list[dict[str, Any]]:
+def _scale_2d_claims(summary, sensitivity, n_test: int) -> list[dict[str, Any]]:
     """Figs. 8, 9: across nets, test error vs D, G, R at the output (rho of the logarithms);
-    inside each trained net, D at the last activation below the first, G above."""
+    inside each trained net, D at the last activation below the first, G above.
+
+    A test error of 0 has no logarithm: it is counted as half an error among the ``n_test``
+    test images, ``0.5 / n_test`` (below the resolution ``1 / n_test`` of the measurement),
+    and the evidence says so.
+    """
     from .noisy_training import log_correlation
 
     out = []
-    err = summary["test_error"].clip(lower=1e-4)  # an error of 0 has no logarithm
+    floor = 0.5 / n_test
+    err = summary["test_error"].clip(lower=floor)
     for q, sign in (("D", +1), ("G", -1), ("R", +1)):
         rho = log_correlation(err, summary[q]) if len(summary) >= 3 else math.nan
         out.append({"text": f"2D scale detection: across nets, test error is "
@@ -278,8 +284,8 @@ def _scale_2d_claims(summary, sensitivity) -> list[dict[str, Any]]:
                             f"at the output.",
                     "reproduced": None if math.isnan(rho) else bool(rho * sign > 0),
                     "evidence": f"rho(eps, {q}) = {rho:+.2f} over {len(summary)} nets x seeds"
-                    + ("; errors of 0 counted as 1e-4" if (summary["test_error"] == 0).any()
-                       else "")})
+                    + (f"; errors of 0 counted as 0.5/{n_test} = {floor:.2g}"
+                       if (summary["test_error"] == 0).any() else "")})
     act = sensitivity[(sensitivity["state"] == "trained")
                       & (sensitivity["kind"] == "activation")]
     flags, ev = [], []
