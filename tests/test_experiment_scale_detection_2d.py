@@ -67,6 +67,19 @@ def test_train_and_measure_cli_on_the_2d_task(tmp_path, capsys):
     assert "pixel-move" in json.dumps(meta["config"]["perturbation"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["n_probes"] == 16 and out["output"]["D"] > 0
+    # The experiments' conventions: class-balanced probes (measure called directly on them
+    # gives the same table) and the task's pixel move.
+    from diffeosense.data.scale_detection import ActivePixelMove, balanced_probes
+    from diffeosense.sensitivity import SensitivityResult, measure
+    from diffeosense.train import load_checkpoint
+
+    model, tcfg, _ = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    ds = load_dataset(tcfg.data)
+    ref = measure(model, balanced_probes(ds.x_test, ds.y_test, None), n_probes=16, seed=0,
+                  perturbation=ActivePixelMove(dataset_task(ds.name), label_preserving=True,
+                                               boundary="clip"))
+    got = SensitivityResult.load(tmp_path / "sens" / "sensitivity.csv").to_frame()
+    assert got.iloc[-1].D == pytest.approx(ref.to_frame().iloc[-1].D, rel=1e-6)
 
 
 def test_tiny_2d_experiment_end_to_end(tmp_path):

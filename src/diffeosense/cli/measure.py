@@ -47,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="never try to download a missing dataset")
     p.add_argument("--layers", default="all", help="'all', 'modules', kinds joined by '+' "
                    "(conv+activation), or comma-separated layer names (default all)")
-    p.add_argument("--n-probes", type=int, default=500, help="test images used (default 500)")
+    p.add_argument("--n-probes", type=int, default=500,
+                   help="test images used (default 500; on a scale-detection task taken "
+                   "alternately from its two classes)")
     p.add_argument("--batch-size", type=int, default=128,
                    help="probes per forward pass; does not change the result (default 128)")
     p.add_argument("--perturbation", default=None,
@@ -148,13 +150,16 @@ def _measure_locked(args: argparse.Namespace) -> int:
     data_cfg = data_cfg or DataConfig(name=data_name)
     ds = load_dataset(dataclasses.replace(data_cfg, root=args.data_root or data_cfg.root,
                                           download=not args.no_download))
-    perturbation = args.perturbation
-    if perturbation is None:
-        from ..data.scale_detection import dataset_perturbation
+    from ..data.scale_detection import balanced_probes, dataset_perturbation, is_task_dataset
 
-        perturbation = (dataset_perturbation(data_name)
-                        if data_name.lower().startswith("scale-detection") else "diffeo")
-    x = ds.x_test if ds.x_test is not None else ds.x_train
+    x, y = (ds.x_test, ds.y_test) if ds.x_test is not None else (ds.x_train, ds.y_train)
+    perturbation = args.perturbation
+    if is_task_dataset(data_name):
+        # The experiments' conventions: class-balanced probes, the task's pixel move.
+        x = balanced_probes(x, y, None)
+        perturbation = perturbation or dataset_perturbation(data_name)
+        meta.update(probes="split taken alternately from the two classes (balanced)")
+    perturbation = perturbation or "diffeo"
     if model is None:
         # Seeded initialization through a local generator state (never the global seed).
         with torch.random.fork_rng(devices=[]):

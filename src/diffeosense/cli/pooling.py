@@ -128,7 +128,12 @@ def _run_locked(args: argparse.Namespace) -> int:
 
     from .._io import check_run_folder
     from ..data import DataConfig, load_dataset
-    from ..data.scale_detection import balanced_probes, dataset_perturbation, dataset_task
+    from ..data.scale_detection import (
+        balanced_probes,
+        dataset_perturbation,
+        dataset_task,
+        is_task_dataset,
+    )
     from ..pooling import pooling_report
 
     if args.n_shuffles < 0 or args.init_shuffles < 0:
@@ -168,7 +173,7 @@ def _run_locked(args: argparse.Namespace) -> int:
     test = ds.x_test is not None
     x, y = (ds.x_test, ds.y_test) if test else (ds.x_train, ds.y_train)
     perturbation = args.perturbation
-    if _base(data_name) in ("scale-detection-1d", "scale-detection-2d"):
+    if is_task_dataset(data_name):
         # The experiment's conventions: class-balanced probes, the task's pixel move.
         task = dataset_task(data_name, data_cfg.P, data_cfg.seed)
         x = balanced_probes(x, y, args.n_probes)

@@ -70,6 +70,7 @@ __all__ = [
     "MoveParams",
     "ActivePixelMove",
     "dataset_task",
+    "is_task_dataset",
     "task_dataset_name",
     "balanced_probes",
     "dataset_perturbation",
@@ -467,6 +468,17 @@ def task_dataset_name(config: ScaleDetectionConfig) -> str:
     test = "none" if config.test_size is None else str(int(config.test_size))
     return (f"scale-detection-{config.dim}d:size={config.size},xi={float(config.xi)!r},"
             f"gap={float(config.gap)!r},task={config.task},amplitude={amp},test_size={test}")
+
+
+def is_task_dataset(name: str) -> bool:
+    """Whether a dataset spec names the scale-detection task (``scale-detection-1d`` or
+    ``-2d``, with or without options): its probes are :func:`balanced_probes` and its
+    perturbation :func:`dataset_perturbation` in ``measure`` and ``pooling``.
+
+    >>> is_task_dataset("scale-detection-2d:xi=10"), is_task_dataset("mnist-embedded")
+    (True, False)
+    """
+    return name.lower().partition(":")[0] in ("scale-detection-1d", "scale-detection-2d")
 
 
 def dataset_perturbation(name: str) -> str:
