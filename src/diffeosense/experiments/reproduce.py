@@ -233,7 +233,9 @@ def scale_detection(scale: str, out: Path, runs: Path, opts: ReproduceOptions) -
             out / "scale_detection_2d.png", r2.summary,
             caption=f"Nets {', '.join(cfg2.models)} ({cfg2.preset} preset of "
             f"diffeosense.experiments.scale_detection_2d: d = {cfg2.size}, xi = {cfg2.xi}, "
-            f"P = {cfg2.train_size}, {cfg2.epochs} epochs): test error against D, G, R at the "
+            f"P = {cfg2.train_size}, test {cfg2.test_size_value}, {cfg2.epochs} epochs, lr "
+            f"{cfg2.lr:g}{''.join(f', {m} {v:g}' for m, v in cfg2.lr_by_model.items())}): "
+            "test error against D, G, R at the "
             "output (top) and D_k, G_k, R_k against relative depth (bottom).",
             files=["scale_detection/scale_detection_2d.svg",
                    "scale_detection/scale_detection_2d_summary.csv", "scale_detection/2d/"]),
@@ -344,6 +346,9 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
     if unknown or not names:
         raise ValueError(f"unknown figure(s) {unknown}; available: {', '.join(FIGURES)}, all")
     out = Path(out)
+    # Taken before any work: the commit and versions of the code that runs (a checkout that
+    # moves on during a long run must not be credited with its results).
+    prov = provenance()
     outputs: list[FigureOutput] = []
     for name in names:
         t0 = time.perf_counter()
@@ -352,7 +357,6 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
         fo = FIGURES[name](scale, out / name.replace("-", "_"), out / "runs", opts)
         fo.seconds = time.perf_counter() - t0
         outputs.append(fo)
-    prov = provenance()
     times = {fo.name: round(fo.seconds, 1) for fo in outputs}
     config = {"scale": scale, "figures": {fo.name: fo.config for fo in outputs},
               "options": to_jsonable(opts), "seconds": times}

@@ -88,9 +88,10 @@ def save_result_figure(result, path: str | Path | None = None) -> Path:
     (default path: ``<run folder>/scale_detection_2d.png``)."""
     cfg = result.config
     path = Path(path) if path is not None else result.out_dir / "scale_detection_2d.png"
+    lr = ", ".join([f"lr {cfg.lr:g}"] + [f"{m} {v:g}" for m, v in cfg.lr_by_model.items()])
     title = (f"scale detection 2D ({cfg.preset} preset): d = {cfg.size}, xi = {cfg.xi}, "
-             f"gap = {cfg.gap}, P = {cfg.train_size}, test {cfg.test_size_value}, "
-             f"{cfg.epochs} epochs, lr {cfg.lr}, {cfg.n_probes} probes, "
+             f"gap = {cfg.gap}, P = {cfg.train_size}, test {cfg.test_size_value}\n"
+             f"{cfg.epochs} epochs, {lr}, {cfg.n_probes} probes, "
              f"{len(cfg.seeds)} seed(s); move: pixel-move; best checkpoint")
     plot_scale_detection_2d(result.summary, result.sensitivity, title=title, path=path)
     return path
