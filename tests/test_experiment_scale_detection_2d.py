@@ -83,23 +83,57 @@ def test_train_and_measure_cli_on_the_2d_task(tmp_path, capsys):
 
 
 def test_tiny_2d_experiment_end_to_end(tmp_path):
-    cfg = preset("quick", train_size=16, epochs=1, n_probes=8,
-                 models=("lenet",), batch_size=8)
-    res = run(cfg, tmp_path, progress=False)
-    assert res.units_run == [("lenet", 0)]
-    row = res.summary.iloc[0]
-    assert 0 <= row.test_error <= 1 and row.D > 0 and row.G > 0
-    assert row.R == pytest.approx(row.D / row.G, rel=1e-6)
+    """Two units trained in parallel worker processes (the sweep engine's local pool); each
+    table is measure() on the unit's checkpoint with balanced probes and the task's move."""
+    from diffeosense.data.scale_detection import ActivePixelMove, balanced_probes
+    from diffeosense.experiments.run import load_run, run_dir
+    from diffeosense.experiments.scale_detection_2d import run_configs
+    from diffeosense.sensitivity import measure
+    from diffeosense.train import load_checkpoint
+
+    cfg = preset("quick", train_size=16, test_size=64, epochs=1, n_probes=8,
+                 models=("lenet",), seeds=(0, 1), batch_size=8)
+    res = run(cfg, tmp_path, progress=False, workers=2)
+    assert res.units_run == [("lenet", 0), ("lenet", 1)]
+    for row in res.summary.itertuples():
+        assert 0 <= row.test_error <= 1 and row.D > 0 and row.G > 0
+        assert row.R == pytest.approx(row.D / row.G, rel=1e-6)
+        assert row.n_probes == 8 and row.epochs_run == 1
     inp = res.sensitivity[res.sensitivity.layer == "input"]
     # Norm-matched noise: D = G, R = 1 at the input, before and after training.
-    assert inp.R.to_numpy() == pytest.approx([1.0, 1.0], rel=1e-5)
-    again = run(cfg, tmp_path, progress=False)
-    assert again.units_skipped == [("lenet", 0)] and again.units_run == []
+    assert inp.R.to_numpy() == pytest.approx([1.0] * 4, rel=1e-5)
+    folder = run_dir(run_configs(cfg)[1], res.out_dir / "runs")
+    model, tcfg, info = load_checkpoint(folder / "train" / "checkpoints" / "best.pt")
+    data = load_dataset(tcfg.data)
+    ref = measure(model, balanced_probes(data.x_test, data.y_test, 8), layers="all",
+                  n_probes=8, seed=1, perturbation=ActivePixelMove(
+                      dataset_task(data.name), label_preserving=True, boundary="clip"))
+    got = load_run(folder)["tables"]["best"].to_frame()
+    assert list(got.layer) == list(ref.to_frame().layer)
+    assert got.D.to_numpy() == pytest.approx(ref.to_frame().D.to_numpy(), rel=1e-5)
+    assert res.summary.iloc[1].test_error == info["metrics"]["test_error"]
+    again = run(cfg, tmp_path, progress=False, workers=2)
+    assert again.units_skipped == [("lenet", 0), ("lenet", 1)] and again.units_run == []
     from diffeosense.experiments.scale_detection_2d import load_result
     from diffeosense.plots.scale_detection_2d import save_result_figure
 
     png = save_result_figure(load_result(res.out_dir))
     assert png.stat().st_size > 10_000
+
+
+def test_a_failing_unit_is_named_and_the_others_kept(tmp_path):
+    cfg = preset("quick", train_size=16, test_size=64, epochs=1, n_probes=8,
+                 models=("cnn1d", "lenet"), batch_size=8)
+    with pytest.raises(RuntimeError, match=r"1 unit\(s\).*cnn1d seed 0 .*error.txt"):
+        run(cfg, tmp_path, progress=False, workers=1)
+    # The net that can take the images finished; a second call does not re-train it.
+    from diffeosense.experiments.run import run_dir, run_status
+    from diffeosense.experiments.scale_detection_2d import run_configs
+
+    root = next(tmp_path.glob("scale-detection-2d-*")) / "runs"
+    statuses = [run_status(run_dir(c, root)) for c in run_configs(cfg)]
+    assert statuses == ["failed", "done"]
+    assert "cnn1d" in (run_dir(run_configs(cfg)[0], root) / "error.txt").read_text()
 
 
 def test_bad_2d_configs():

@@ -51,7 +51,7 @@ def test_scale_detection_end_to_end(tmp_path, monkeypatch):
     assert f"lenet {err:.1%}" in "".join(rows[6].itertext())
     from diffeosense.experiments.noisy_training import log_correlation
 
-    rho = log_correlation(summary["test_error"].clip(lower=1e-4), summary["D"])
+    rho = log_correlation(summary["test_error"].clip(lower=0.5 / 1024), summary["D"])
     assert f"rho(eps, D) = {rho:+.2f}" in "".join(rows[2].itertext())
     meta = json.loads((tmp_path / "reproduce.json").read_text())
     assert meta["figures"]["scale-detection"]["2d"]["train_size"] == 32

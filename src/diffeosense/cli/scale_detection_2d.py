@@ -10,8 +10,9 @@ _EXAMPLES = """examples:
   diffeosense scale-detection-2d --preset quick --models lenet vgg11 alexnet --seeds 2
   diffeosense scale-detection-2d --preset paper --lr 0.05 vgg11=0.01 --out runs  # per-net lr
 
-Writes runs/scale-detection-2d-<hash>/ (config.json, units/<model>-seed<s>/, sensitivity.csv,
-summary.csv, scale_detection_2d.png); a re-run skips finished units and resumes training.
+Writes runs/scale-detection-2d-<hash>/ (config.json, runs/<unit hash>/, sensitivity.csv,
+summary.csv, scale_detection_2d.png); the units train in parallel (--workers), and a re-run
+skips finished units and resumes training.
 The same pieces by hand:
   diffeosense train --model vgg11 --data scale-detection-2d --P 1024 --lr 0.05 --epochs 300 \\
       --out runs/vgg11-sd2d
@@ -46,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "named; MODEL=LR alone changes that net's and keeps the preset's others")
     p.add_argument("--n-probes", type=int, default=None, help="probes (balanced)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="units (model, seed) trained at once in local processes (default: the "
+                   "number of cores; 1: one after the other in this process). Ray and SLURM: "
+                   "`diffeosense reproduce scale-detection --backend ...`")
     p.add_argument("--out", default="runs", help="parent of the run folder (default runs)")
     p.add_argument("--no-plot", action="store_true", help="no figure")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -71,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
             lrs["lr_by_model"] = {**PRESETS[args.preset].get("lr_by_model", {}),
                                   **lrs["lr_by_model"]}
         over.update(lrs)
-    result = run(preset(args.preset, **over), args.out, progress=not args.no_progress)
+    result = run(preset(args.preset, **over), args.out, progress=not args.no_progress,
+                 workers=args.workers)
     print(f"run folder: {result.out_dir}")
     cols = ["model", "seed", "epochs_run", "best_epoch", "test_error", "D", "G", "R",
             "D_init", "G_init", "R_init"]

@@ -208,7 +208,8 @@ def scale_detection(scale: str, out: Path, runs: Path, opts: ReproduceOptions) -
     cfg1 = sd1.preset(n1, **{"device": opts.device, **o1})
     cfg2 = sd2.preset(n2, **{"device": opts.device, **o2})
     r1 = sd1.run(cfg1, out / "1d", progress=opts.progress)
-    r2 = sd2.run(cfg2, out / "2d", progress=opts.progress)
+    r2 = sd2.run(cfg2, out / "2d", progress=opts.progress, backend=opts.backend,
+                 workers=opts.workers, **opts.backend_options)
     for ext in ("png", "svg"):
         p1.save_result_figure(r1, out / f"scale_detection_1d.{ext}")
         p2.save_result_figure(r2, out / f"scale_detection_2d.{ext}")

@@ -55,7 +55,10 @@ STATUSES = ("done", "partial", "failed", "new")
 _CHECKPOINT = {"init": "init.pt", "trained": "last.pt", "best": "best.pt"}
 # Where a run executes, not what it computes: left out of the folder hash.
 _HASH_FREE = {("train", "device"), ("train", "data", "root"), ("train", "data", "download")}
-_LATER_DEFAULTS = {"shuffled": 0}
+# Fields added after runs were made, left out of the hash at these values so that the
+# folders of those runs are still found.
+_LATER_DEFAULTS = {"probe_order": "split"}
+PROBE_ORDERS = ("split", "balanced")
 # measure()'s own arguments that RunConfig sets itself: not allowed in measure_kwargs.
 _MEASURE_OWN = {"model", "data", "layers", "perturbation", "n_probes", "seed", "generator",
                 "channels", "device", "progress", "meta", "probe_noise"}
@@ -74,8 +77,12 @@ class RunConfig:
             (the final weights, ``last.pt``), ``"best"`` (best test error, ``best.pt``).
         channels: also the channel-resolved and channel-mean views (rows ``view == "channel"``
             and ``"channel-mean"``).
-        n_probes: probe images: the first ``n_probes`` of ``probe_split``.
+        n_probes: probe images: ``n_probes`` of ``probe_split``, in ``probe_order``.
         probe_split: ``"test"`` or ``"train"`` (the normalized images of the dataset).
+        probe_order: ``"split"``: the first ``n_probes`` of the split in its order;
+            ``"balanced"``: taken alternately from the two classes of a task labelled +-1
+            (:func:`diffeosense.data.scale_detection.balanced_probes`, the scale-detection
+            experiments' probes).
         probe_noise: L2 norm ``s`` of the Gaussian corruption of every probe,
             ``x -> x + s xi / ||xi||``, given to ``measure(probe_noise=s)`` (which draws it
             from each probe's own generator, so every stage sees the same corrupted probes);
@@ -100,6 +107,7 @@ class RunConfig:
     channels: bool = False
     n_probes: int = 500
     probe_split: str = "test"
+    probe_order: str = "split"
     probe_noise: float | str = 0.0
     perturbation: str = "diffeo"
     seed: int = 0
@@ -117,6 +125,9 @@ class RunConfig:
             raise ValueError(f"stages must be distinct names among {STAGES}, got {self.stages}")
         if self.probe_split not in ("test", "train"):
             raise ValueError(f"probe_split must be 'test' or 'train', got {self.probe_split!r}")
+        if self.probe_order not in PROBE_ORDERS:
+            raise ValueError(f"probe_order must be one of {PROBE_ORDERS}, got "
+                             f"{self.probe_order!r}")
         if isinstance(self.probe_noise, str):
             if self.probe_noise != "train":
                 raise ValueError(f"probe_noise must be an L2 norm >= 0 or 'train' (the training "
@@ -153,6 +164,9 @@ class RunConfig:
         """12 hex digits naming the run folder: ``config_hash`` of :meth:`to_dict` without
         the keys that only say where the run executes (device, data root, download)."""
         d = copy.deepcopy(self.to_dict())
+        for key, default in _LATER_DEFAULTS.items():
+            if d.get(key) == default:
+                d.pop(key)
         for path in _HASH_FREE:
             node = d
             for k in path[:-1]:
@@ -178,9 +192,22 @@ def run_status(folder: str | Path) -> str:
 
 
 def _probes(cfg: RunConfig, data):
-    """The first ``n_probes`` clean images of ``probe_split``; ``measure`` corrupts them."""
-    x = data.x_test if cfg.probe_split == "test" and data.x_test is not None else data.x_train
-    return x[: cfg.n_probes]
+    """``n_probes`` clean images of ``probe_split`` in ``probe_order``; ``measure`` corrupts
+    them."""
+    import torch
+
+    from ..data.scale_detection import balanced_probes
+
+    test = cfg.probe_split == "test" and data.x_test is not None
+    x, y = (data.x_test, data.y_test) if test else (data.x_train, data.y_train)
+    if cfg.probe_order == "split":
+        return x[: cfg.n_probes]
+    labels = torch.unique(y).tolist()
+    if y.dim() != 1 or not set(labels) <= {-1.0, 1.0} or len(labels) != 2:
+        raise ValueError(f"probe_order='balanced' alternates the two classes of a task labelled "
+                         f"+-1 (scale detection); {data.name} has labels {labels[:10]}: use "
+                         f"probe_order='split'")
+    return balanced_probes(x, y, cfg.n_probes)
 
 
 def run(cfg: RunConfig, root: str | Path, *, progress: bool = False) -> Path:
@@ -194,7 +221,7 @@ def run(cfg: RunConfig, root: str | Path, *, progress: bool = False) -> Path:
     2. For each stage in ``cfg.stages`` (and each of its ``shuffled`` copies): load the
        stage's checkpoint and
        ``measure(model, probes, layers, perturbation, n_probes, seed=cfg.seed, channels,
-       **measure_kwargs)``, with probes the first ``n_probes`` images of ``probe_split``
+       **measure_kwargs)``, with probes ``n_probes`` images of ``probe_split`` (``probe_order``)
        (corrupted by ``probe_noise``); saved as ``sensitivity_<stage>.csv`` + sidecar, whose
        config holds ``run``, ``stage``, ``copy``, ``epoch`` and the test error.
     3. ``done``: JSON ``{"hash", "stages", "tables", "test_error", "train_error",
@@ -261,7 +288,7 @@ def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
                 meta={"run": h, "stage": stage, "copy": k, "epoch": info.get("epoch"),
                       "checkpoint": str(ckpt.relative_to(folder)),
                       "test_error": (info.get("metrics") or {}).get("test_error"),
-                      "probe_split": cfg.probe_split},
+                      "probe_split": cfg.probe_split, "probe_order": cfg.probe_order},
             )
             res.save(path)
     write_json(folder / "done", {

@@ -31,11 +31,19 @@ Choices (fields of :class:`DeepScaleDetectionExperiment`, saved beside the resul
   activations (ReLUs) against the relative depth ``k / K`` so nets of different depth share
   an axis. The output row is the scalar score.
 
+Each (model, seed) unit is a :class:`~diffeosense.experiments.run.RunConfig` (train, then
+measure the ``init`` and ``best`` checkpoints on balanced probes with the task's move), run by
+the sweep engine (:func:`~diffeosense.experiments.sweep.run_sweep`): units execute in parallel
+on a local process pool, Ray or SLURM (``backend``, ``workers``), a killed unit resumes from
+its checkpoints, and finished units are not re-run.
+
 Run folder ``out_dir / "scale-detection-2d-<hash>"`` (hash of the config without ``models``,
 ``seeds`` and ``device``, so more models or seeds re-use the finished units)::
 
     config.json
-    units/<model>-seed<s>/  train/ (the training run), init.csv, trained.csv, unit.json
+    runs/<run hash>/        one unit: train/ (the training run), sensitivity_init.csv,
+                            sensitivity_best.csv, done (a sweep run folder)
+    runs/sweep.json         the units' outcomes
     sensitivity.csv         every unit, tidy (model, seed, state, layer, depth, kind, D, G, R)
     summary.csv             one row per unit: test error, D, G, R at the output (trained, init)
 
@@ -57,7 +65,7 @@ from .. import _io
 from ..provenance import config_hash, provenance
 
 __all__ = ["DeepScaleDetectionExperiment", "DeepScaleDetectionResult", "PRESETS", "preset",
-           "run", "load_result"]
+           "run", "run_configs", "load_result"]
 
 
 @dataclass(frozen=True)
@@ -190,83 +198,90 @@ class DeepScaleDetectionResult:
     units_skipped: list[tuple[str, int]] = field(default_factory=list)
 
 
-def _run_unit(cfg: DeepScaleDetectionExperiment, model_name: str, seed: int, udir: Path,
-              progress: bool) -> dict[str, Any]:
-    from ..data import load_dataset
-    from ..data.scale_detection import ActivePixelMove
-    from ..sensitivity import measure
-    from ..train import load_checkpoint, train
-    from .scale_detection import balanced_probes
+def run_configs(cfg: DeepScaleDetectionExperiment) -> list:
+    """The units: one :class:`~diffeosense.experiments.run.RunConfig` per (model, seed), in
+    that order: ``cfg.train_config(model, seed)``, measured at every layer at ``init`` and on
+    the ``best`` checkpoint, on ``n_probes`` balanced test probes, with the task's
+    label-preserving pixel move, measurement seed = network seed."""
+    from ..data.scale_detection import dataset_perturbation
+    from .run import RunConfig
 
-    tcfg = cfg.train_config(model_name, seed)
-    tres = train(tcfg, udir / "train", resume=True, progress=progress)
-    data = load_dataset(tcfg.data)
-    probes = balanced_probes(data.x_test, data.y_test, cfg.n_probes)
-    move = ActivePixelMove(cfg.task(), label_preserving=True, boundary="clip")
-    ckdir = udir / "train" / "checkpoints"
-    for state, ck in (("init", "init.pt"), ("trained", "best.pt")):
-        path = udir / f"{state}.csv"
-        if path.exists():
-            continue
-        model, _, info = load_checkpoint(ckdir / ck)
-        res = measure(model, probes, layers="all", perturbation=move, n_probes=len(probes),
-                      batch_size=cfg.measure_batch_size, seed=seed, device=cfg.device,
-                      meta={"experiment": "scale-detection-2d", "model": model_name,
-                            "seed": seed, "state": state, "epoch": info.get("epoch")})
-        res.save(path)
-    best = next((m for m in tres.history if m["epoch"] == tres.best_epoch), {})
-    info = {"model": model_name, "seed": seed, "epochs_run": len(tres.history),
-            "best_epoch": tres.best_epoch, "test_error": tres.best_error,
-            "train_error": best.get("train_error"), "n_probes": len(probes)}
-    _io.write_json(udir / "unit.json", info)  # the commit point
-    return info
+    return [RunConfig(train=cfg.train_config(m, seed), layers="all", stages=["init", "best"],
+                      n_probes=cfg.n_probes, probe_order="balanced",
+                      perturbation=dataset_perturbation(cfg.dataset_name()), seed=seed,
+                      measure_kwargs={"batch_size": cfg.measure_batch_size})
+            for m in cfg.models for seed in cfg.seeds]
 
 
 def run(cfg: DeepScaleDetectionExperiment | None = None, out_dir: str | Path = "runs",
-        progress: bool = True) -> DeepScaleDetectionResult:
+        progress: bool = True, *, backend: str = "local", workers: int | None = None,
+        **backend_options: Any) -> DeepScaleDetectionResult:
     """Train and measure every (model, seed) unit; write ``sensitivity.csv``, ``summary.csv``.
 
     A pure function of ``cfg`` (up to the device's floating point): finished units are
-    loaded, a killed training resumes from its last epoch.
+    loaded, a killed training resumes from its last epoch. The units run through
+    :func:`~diffeosense.experiments.sweep.run_sweep` on ``backend`` (``"local"``: a pool of
+    ``workers`` processes, default the number of cores; ``"ray"``, ``"slurm"`` with their
+    ``backend_options``). A unit that fails leaves its traceback in its folder; the others
+    finish, then ``RuntimeError`` names the failed ones.
     """
     cfg = cfg or preset("quick")
     root = Path(out_dir) / f"scale-detection-2d-{cfg.folder_hash()}"
     with _io.run_lock(root):  # one process per run folder; a second gets RunFolderBusy
-        return _run_locked(cfg, root, progress)
+        return _run_locked(cfg, root, progress, backend, workers, backend_options)
 
 
-def _run_locked(cfg: DeepScaleDetectionExperiment, root: Path, progress: bool
+def _run_locked(cfg: DeepScaleDetectionExperiment, root: Path, progress: bool, backend: str,
+                workers: int | None, backend_options: dict[str, Any]
                 ) -> DeepScaleDetectionResult:  # fmt: skip
     import pandas as pd
 
-    from ..sensitivity import SensitivityResult
+    from .run import load_run, run_dir
+    from .sweep import run_sweep
 
     _io.clean_stale_temporaries(root)  # we own the folder: a .tmp left here is a killed write
     prov = provenance()
     _io.write_json(root / "config.json", {"config": cfg.to_dict(),
                                           "config_hash": cfg.folder_hash(), "provenance": prov})
+    configs = run_configs(cfg)
+    units = [(m, seed) for m in cfg.models for seed in cfg.seeds]
+
+    def say(o: dict) -> None:
+        if progress:
+            print(f"  unit {o['hash']}: {o['status']} ({o['seconds']:.0f} s)"
+                  + (f" {o['error']}" if o.get("error") else ""), flush=True)
+
+    report = run_sweep(configs, root / "runs", backend, workers=workers, on_result=say,
+                       **backend_options)
+    if report.failed:
+        failed = [f"{m} seed {s} ({run_dir(c, root / 'runs') / 'error.txt'})"
+                  for (m, s), c, o in zip(units, configs, report.outcomes, strict=True)
+                  if o["status"] == "failed"]
+        raise RuntimeError(f"{len(failed)} unit(s) of the 2D experiment failed: "
+                           f"{'; '.join(failed)}; the others are kept: run again to retry")
     frames, rows, ran, skipped = [], [], [], []
-    for model_name in cfg.models:
-        for seed in cfg.seeds:
-            udir = root / "units" / f"{model_name}-seed{seed}"
-            done = udir / "unit.json"
-            if done.exists():
-                info = json.loads(done.read_text())
-                skipped.append((model_name, seed))
-            else:
-                info = _run_unit(cfg, model_name, seed, udir, progress)
-                ran.append((model_name, seed))
-            row = dict(info)
-            for state in ("init", "trained"):
-                df = SensitivityResult.load(udir / f"{state}.csv").to_frame("full")
-                out = df.iloc[-1]
-                suffix = "" if state == "trained" else "_init"
-                row.update({f"{q}{suffix}": float(out[q]) for q in ("D", "G", "R")})
-                df.insert(0, "state", state)
-                df.insert(0, "seed", seed)
-                df.insert(0, "model", model_name)
-                frames.append(df)
-            rows.append(row)
+    for (model_name, seed), c, o in zip(units, configs, report.outcomes, strict=True):
+        (skipped if o["status"] == "skipped" else ran).append((model_name, seed))
+        folder = run_dir(c, root / "runs")
+        r = load_run(folder)
+        best = r["tables"]["best"]
+        history = [json.loads(line) for line in
+                   (folder / "train" / "metrics.jsonl").read_text().splitlines() if line]
+        at_best = next((m for m in history if m["epoch"] == r["done"]["best_epoch"]), {})
+        row = {"model": model_name, "seed": seed, "epochs_run": r["done"]["epochs_run"],
+               "best_epoch": r["done"]["best_epoch"], "test_error": best.config["test_error"],
+               "train_error": at_best.get("train_error"),
+               "n_probes": int(best.to_frame("full").iloc[-1].n_probes)}
+        for state, table in (("init", r["tables"]["init"]), ("trained", best)):
+            df = table.to_frame("full")
+            out = df.iloc[-1]
+            suffix = "" if state == "trained" else "_init"
+            row.update({f"{q}{suffix}": float(out[q]) for q in ("D", "G", "R")})
+            df.insert(0, "state", state)
+            df.insert(0, "seed", seed)
+            df.insert(0, "model", model_name)
+            frames.append(df)
+        rows.append(row)
     sensitivity = pd.concat(frames, ignore_index=True)
     summary = pd.DataFrame(rows)
     _io.check_run_folder(root)  # deleted during the run: fail rather than re-create half of it
