@@ -244,7 +244,6 @@ def _run_locked(cfg: DeepScaleDetectionExperiment, root: Path, progress: bool, b
     _io.write_json(root / "config.json", {"config": cfg.to_dict(),
                                           "config_hash": cfg.folder_hash(), "provenance": prov})
     configs = run_configs(cfg)
-    units = [(m, seed) for m in cfg.models for seed in cfg.seeds]
 
     def say(o: dict) -> None:
         if progress:
@@ -254,13 +253,15 @@ def _run_locked(cfg: DeepScaleDetectionExperiment, root: Path, progress: bool, b
     report = run_sweep(configs, root / "runs", backend, workers=workers, on_result=say,
                        **backend_options)
     if report.failed:
-        failed = [f"{m} seed {s} ({run_dir(c, root / 'runs') / 'error.txt'})"
-                  for (m, s), c, o in zip(units, configs, report.outcomes, strict=True)
+        failed = [f"{c.train.model} seed {c.train.seed} "
+                  f"({run_dir(c, root / 'runs') / 'error.txt'})"
+                  for c, o in zip(configs, report.outcomes, strict=True)
                   if o["status"] == "failed"]
         raise RuntimeError(f"{len(failed)} unit(s) of the 2D experiment failed: "
                            f"{'; '.join(failed)}; the others are kept: run again to retry")
     frames, rows, ran, skipped = [], [], [], []
-    for (model_name, seed), c, o in zip(units, configs, report.outcomes, strict=True):
+    for c, o in zip(configs, report.outcomes, strict=True):
+        model_name, seed = c.train.model, c.train.seed
         (skipped if o["status"] == "skipped" else ran).append((model_name, seed))
         folder = run_dir(c, root / "runs")
         r = load_run(folder)
