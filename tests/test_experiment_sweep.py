@@ -119,6 +119,15 @@ def _assert_same_tables(a: pd.DataFrame, b: pd.DataFrame) -> None:
     np.testing.assert_allclose(a.test_error, b.test_error, atol=0.01)
 
 
+def _wait_for_hold(proc: subprocess.Popen, flag: Path, timeout: float = 300) -> None:
+    """Wait until the sweep in ``proc`` reaches its hold point (it writes ``flag``)."""
+    deadline = time.monotonic() + timeout
+    while not flag.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the sweep never reached the hold point"
+        time.sleep(0.05)
+
+
 def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     script = TEST_MODELS + "\nimport sys\nfrom diffeosense.cli import main\n" \
         "sys.exit(main(sys.argv[1:]))\n"
@@ -144,11 +153,7 @@ def test_killed_sweep_resumes_to_the_same_table(tmp_path):
     proc = _cli(["sweep", str(cfg), "--out", str(tmp_path / "killed"), "--workers", "1"],
                 env={"DIFFEOSENSE_TEST_HOLD": f"{flag}:14"})
     try:
-        deadline = time.monotonic() + 300
-        while not flag.exists():
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the sweep never reached the hold point"
-            time.sleep(0.05)
+        _wait_for_hold(proc, flag)
         assert (first / "done").is_file() and not (second / "done").exists()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
@@ -317,11 +322,7 @@ def test_sigterm_releases_the_run_folder(tmp_path):
     proc = _cli(["sweep", str(cfg), "--out", str(tmp_path / "out"), "--workers", "1"],
                 env={"DIFFEOSENSE_TEST_HOLD": f"{flag}:2"})
     try:
-        deadline = time.monotonic() + 300
-        while not flag.exists():
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the sweep never reached the hold point"
-            time.sleep(0.05)
+        _wait_for_hold(proc, flag)
         assert (first / ".diffeosense.lock").is_file()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
