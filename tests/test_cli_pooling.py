@@ -101,11 +101,8 @@ def sd_run(tmp_path_factory):
 def _direct_report(cfg, checkpoint, n_probes, n_shuffles):
     """pooling_report called directly as the experiment measures: the task's label-preserving
     pixel move, the class-balanced test split, the pair denominator."""
-    from diffeosense.data.scale_detection import (
-        ActivePixelMove,
-        balanced_probes,
-        make_scale_detection,
-    )
+    from diffeosense.data.scale_detection import ActivePixelMove, make_scale_detection
+    from diffeosense.probes import balanced_probes
     from diffeosense.pooling import pooling_report
     from diffeosense.train import load_checkpoint
 

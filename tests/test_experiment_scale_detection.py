@@ -275,7 +275,7 @@ def test_presets_state_the_regime():
 
 
 def test_balanced_probes():
-    from diffeosense.experiments.scale_detection import balanced_probes
+    from diffeosense.probes import balanced_probes
 
     y = torch.tensor([1.0, 1, 1, 1, -1, 1, -1, -1])
     x = torch.arange(8.0)

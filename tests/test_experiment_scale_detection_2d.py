@@ -8,13 +8,9 @@ import pytest
 import torch
 
 from diffeosense.data import DataConfig, list_datasets, load_dataset
-from diffeosense.data.scale_detection import (
-    active_positions,
-    dataset_perturbation,
-    dataset_task,
-    label_pairs,
-)
+from diffeosense.data.scale_detection import active_positions, dataset_task, label_pairs
 from diffeosense.experiments.scale_detection_2d import preset, run
+from diffeosense.probes import balanced_probes, task_perturbation
 
 
 def test_scale_detection_2d_is_a_dataset():
@@ -32,7 +28,7 @@ def test_scale_detection_2d_is_a_dataset():
     assert torch.equal(again.x_train, ds.x_train)
     other = load_dataset(DataConfig(name=ds.name, P=40, seed=2))
     assert not torch.equal(other.x_train, ds.x_train)
-    assert dataset_perturbation("scale-detection-2d") == (
+    assert task_perturbation("scale-detection-2d") == (
         "pixel-move:dim=2,size=28,xi=14.0,gap=2.0,task=distance")
 
 
@@ -69,7 +65,7 @@ def test_train_and_measure_cli_on_the_2d_task(tmp_path, capsys):
     assert out["n_probes"] == 16 and out["output"]["D"] > 0
     # The experiments' conventions: class-balanced probes (measure called directly on them
     # gives the same table) and the task's pixel move.
-    from diffeosense.data.scale_detection import ActivePixelMove, balanced_probes
+    from diffeosense.data.scale_detection import ActivePixelMove
     from diffeosense.sensitivity import SensitivityResult, measure
     from diffeosense.train import load_checkpoint
 
@@ -85,7 +81,7 @@ def test_train_and_measure_cli_on_the_2d_task(tmp_path, capsys):
 def test_tiny_2d_experiment_end_to_end(tmp_path):
     """Two units trained in parallel worker processes (the sweep engine's local pool); each
     table is measure() on the unit's checkpoint with balanced probes and the task's move."""
-    from diffeosense.data.scale_detection import ActivePixelMove, balanced_probes
+    from diffeosense.data.scale_detection import ActivePixelMove
     from diffeosense.experiments.run import load_run, run_dir
     from diffeosense.experiments.scale_detection_2d import run_configs
     from diffeosense.sensitivity import measure

@@ -243,7 +243,7 @@ def test_task_dataset_name_names_the_task_exactly(cfg):
 
 
 def test_balanced_probes_alternate_the_classes():
-    from diffeosense.data.scale_detection import balanced_probes
+    from diffeosense.probes import balanced_probes
 
     cfg = ScaleDetectionConfig(dim=1, size=16, xi=4, gap=2, train_size=20, seed=1)
     data = make_scale_detection(cfg)

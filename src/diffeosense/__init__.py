@@ -35,6 +35,7 @@ from .pooling import (
     sample_permutations,
     shuffle_channels,
 )
+from .probes import select_probes
 from .sensitivity import MeasureConfig, SensitivityResult, aggregate, measure
 from .testing import assert_diffeo_stable
 
@@ -63,6 +64,7 @@ __all__ = [
     "MeasureConfig",
     "SensitivityResult",
     "aggregate",
+    "select_probes",
     "Layer",
     "LayerTap",
     "list_layers",

@@ -150,14 +150,15 @@ def _measure_locked(args: argparse.Namespace) -> int:
     data_cfg = data_cfg or DataConfig(name=data_name)
     ds = load_dataset(dataclasses.replace(data_cfg, root=args.data_root or data_cfg.root,
                                           download=not args.no_download))
-    from ..data.scale_detection import balanced_probes, dataset_perturbation, is_task_dataset
+    from ..data.scale_detection import is_task_dataset
+    from ..probes import balanced_probes, task_perturbation
 
     x, y = (ds.x_test, ds.y_test) if ds.x_test is not None else (ds.x_train, ds.y_train)
     perturbation = args.perturbation
     if is_task_dataset(data_name):
         # The experiments' conventions: class-balanced probes, the task's pixel move.
         x = balanced_probes(x, y, None)
-        perturbation = perturbation or dataset_perturbation(data_name)
+        perturbation = perturbation or task_perturbation(data_name)
         meta.update(probes="split taken alternately from the two classes (balanced)")
     perturbation = perturbation or "diffeo"
     if model is None:

@@ -128,12 +128,8 @@ def _run_locked(args: argparse.Namespace) -> int:
 
     from .._io import check_run_folder
     from ..data import DataConfig, load_dataset
-    from ..data.scale_detection import (
-        balanced_probes,
-        dataset_perturbation,
-        dataset_task,
-        is_task_dataset,
-    )
+    from ..data.scale_detection import dataset_task, is_task_dataset
+    from ..probes import balanced_probes, task_perturbation
     from ..pooling import pooling_report
 
     if args.n_shuffles < 0 or args.init_shuffles < 0:
@@ -177,7 +173,7 @@ def _run_locked(args: argparse.Namespace) -> int:
         # The experiment's conventions: class-balanced probes, the task's pixel move.
         task = dataset_task(data_name, data_cfg.P, data_cfg.seed)
         x = balanced_probes(x, y, args.n_probes)
-        perturbation = perturbation or dataset_perturbation(data_name)
+        perturbation = perturbation or task_perturbation(data_name)
         meta.update(probes=f"{'test' if test else 'train'} split, balanced across the classes",
                     task=task.to_dict())
     perturbation = perturbation or "diffeo"

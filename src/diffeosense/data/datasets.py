@@ -36,6 +36,7 @@ import torch
 
 from .._io import dataclass_from_dict
 from .._validate import check_types
+from .scale_detection import dataset_task, make_scale_detection
 
 __all__ = [
     "DataConfig",
@@ -544,6 +545,16 @@ def _mnist_embedded(cfg: DataConfig):
     return x[tr], y[tr], x[te], y[te], 10
 
 
+def _scale_detection(cfg: DataConfig) -> ImageDataset:
+    """The task named by ``cfg.name`` (``P`` training pairs, ``seed`` the split), labels
+    ``+-1`` (float: train with the hinge loss and one output). The signals are *not*
+    normalized: the active-pixel move needs exactly two nonzero entries per sample."""
+    task = dataset_task(cfg.name, cfg.P, cfg.seed)
+    data = make_scale_detection(task)
+    return ImageDataset.from_tensors(data.x_train, data.y_train, data.x_test, data.y_test,
+                                     name=cfg.name, num_classes=1, config=cfg)
+
+
 def load_dataset(cfg: DataConfig | str) -> ImageDataset:
     """Load a dataset into memory: ``[N, C, H, W]`` float32, normalized per channel with the
     mean and std of the *full* training set (before the P-subset), then subset to P.
@@ -557,9 +568,7 @@ def load_dataset(cfg: DataConfig | str) -> ImageDataset:
     if key.partition(":")[0] in _TASKS:
         # The scale-detection tasks (``scale-detection-2d:xi=14,...``): generated, not
         # normalized (the pixel move needs the zeros), labels +-1 for the hinge loss.
-        from .scale_detection import load_scale_detection_dataset
-
-        return load_scale_detection_dataset(cfg)
+        return _scale_detection(cfg)
     if key not in _LOADERS:
         close = difflib.get_close_matches(key, list_datasets(), n=2)
         hint = f" Did you mean {', '.join(close)}?" if close else ""

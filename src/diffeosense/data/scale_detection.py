@@ -72,9 +72,6 @@ __all__ = [
     "dataset_task",
     "is_task_dataset",
     "task_dataset_name",
-    "balanced_probes",
-    "dataset_perturbation",
-    "load_scale_detection_dataset",
 ]
 
 _TASKS = ("distance", "block")
@@ -472,48 +469,10 @@ def task_dataset_name(config: ScaleDetectionConfig) -> str:
 
 def is_task_dataset(name: str) -> bool:
     """Whether a dataset spec names the scale-detection task (``scale-detection-1d`` or
-    ``-2d``, with or without options): its probes are :func:`balanced_probes` and its
-    perturbation :func:`dataset_perturbation` in ``measure`` and ``pooling``.
+    ``-2d``, with or without options): it is measured on class-balanced probes with its own
+    pixel move (:mod:`diffeosense.probes`).
 
     >>> is_task_dataset("scale-detection-2d:xi=10"), is_task_dataset("mnist-embedded")
     (True, False)
     """
     return name.lower().partition(":")[0] in ("scale-detection-1d", "scale-detection-2d")
-
-
-def dataset_perturbation(name: str) -> str:
-    """The default perturbation spec of a scale-detection dataset: its pixel move
-    (``"pixel-move:dim=2,size=28,xi=14.0,gap=2.0,task=distance"``)."""
-    t = dataset_task(name)
-    return f"pixel-move:dim={t.dim},size={t.size},xi={t.xi},gap={t.gap},task={t.task}"
-
-
-def balanced_probes(x: Tensor, y: Tensor, n: int | None) -> Tensor:
-    """The first ``n`` inputs of ``x: [M, ...]`` taken alternately from the classes
-    ``y = +1`` and ``y = -1`` (in their order in the split), ``-> [min(n, 2 m), ...]`` with
-    ``m`` the smaller class count; ``n=None``: ``2 m`` (all of the smaller class).
-
-    The probes of the scale-detection experiments and of ``diffeosense pooling``/``measure``
-    on a scale-detection task: any prefix is balanced across the two classes.
-
-    >>> balanced_probes(torch.arange(6.0), torch.tensor([1., 1., -1., 1., -1., -1.]), 4)
-    tensor([0., 2., 1., 4.])
-    """
-    pos = torch.nonzero(y > 0).flatten()
-    neg = torch.nonzero(y < 0).flatten()
-    m = min(len(pos), len(neg))
-    order = torch.stack([pos[:m], neg[:m]], dim=1).flatten()
-    return x[order if n is None else order[:n]]
-
-
-def load_scale_detection_dataset(config):
-    """An :class:`~diffeosense.data.ImageDataset` of the task named by ``config.name`` (a
-    :class:`~diffeosense.data.DataConfig`; ``P`` training pairs, ``seed`` the split), labels
-    ``+-1`` (float: train with the hinge loss and one output). The signals are *not*
-    normalized: the active-pixel move needs exactly two nonzero entries per sample."""
-    from .datasets import ImageDataset
-
-    task = dataset_task(config.name, config.P, config.seed)
-    data = make_scale_detection(task)
-    return ImageDataset.from_tensors(data.x_train, data.y_train, data.x_test, data.y_test,
-                                     name=config.name, num_classes=1, config=config)

@@ -81,7 +81,7 @@ class RunConfig:
         probe_split: ``"test"`` or ``"train"`` (the normalized images of the dataset).
         probe_order: ``"split"``: the first ``n_probes`` of the split in its order;
             ``"balanced"``: taken alternately from the two classes of a task labelled +-1
-            (:func:`diffeosense.data.scale_detection.balanced_probes`, the scale-detection
+            (:func:`diffeosense.probes.balanced_probes`, the scale-detection
             experiments' probes).
         probe_noise: L2 norm ``s`` of the Gaussian corruption of every probe,
             ``x -> x + s xi / ||xi||``, given to ``measure(probe_noise=s)`` (which draws it
@@ -191,25 +191,6 @@ def run_status(folder: str | Path) -> str:
     return "partial" if folder.is_dir() and any(folder.iterdir()) else "new"
 
 
-def _probes(cfg: RunConfig, data):
-    """``n_probes`` clean images of ``probe_split`` in ``probe_order``; ``measure`` corrupts
-    them."""
-    import torch
-
-    from ..data.scale_detection import balanced_probes
-
-    test = cfg.probe_split == "test" and data.x_test is not None
-    x, y = (data.x_test, data.y_test) if test else (data.x_train, data.y_train)
-    if cfg.probe_order == "split":
-        return x[: cfg.n_probes]
-    labels = torch.unique(y).tolist()
-    if y.dim() != 1 or not set(labels) <= {-1.0, 1.0} or len(labels) != 2:
-        raise ValueError(f"probe_order='balanced' alternates the two classes of a task labelled "
-                         f"+-1 (scale detection); {data.name} has labels {labels[:10]}: use "
-                         f"probe_order='split'")
-    return balanced_probes(x, y, cfg.n_probes)
-
-
 def run(cfg: RunConfig, root: str | Path, *, progress: bool = False) -> Path:
     """Train and measure ``cfg`` into ``run_dir(cfg, root)``; returns that folder.
 
@@ -248,6 +229,7 @@ def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
 
     from ..data import load_dataset
     from ..pooling import _shuffle_seed, shuffle_channels
+    from ..probes import select_probes
     from ..sensitivity import SensitivityResult, measure
     from ..train import _resolve_device, load_checkpoint, train
 
@@ -264,7 +246,7 @@ def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
     data = load_dataset(cfg.train.data)
     result = train(cfg.train, folder / "train", resume=True, progress=progress, dataset=data)
     final = result.final or {}
-    x = _probes(cfg, data)
+    x = select_probes(data, cfg.n_probes, split=cfg.probe_split, order=cfg.probe_order)
     device = _resolve_device(cfg.train.device)
     tables = []
     for stage in cfg.stages:

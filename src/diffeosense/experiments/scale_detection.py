@@ -96,7 +96,7 @@ import numpy as np
 
 from .. import _io
 from .._validate import check_types
-from ..data.scale_detection import balanced_probes  # re-exported: the experiments' probes
+from ..probes import balanced_probes
 from ..provenance import config_hash, provenance
 
 __all__ = [
@@ -108,7 +108,6 @@ __all__ = [
     "load_result",
     "fit_exponents",
     "theory_table",
-    "balanced_probes",
     "format_exponents",
 ]
 

@@ -203,12 +203,12 @@ def run_configs(cfg: DeepScaleDetectionExperiment) -> list:
     that order: ``cfg.train_config(model, seed)``, measured at every layer at ``init`` and on
     the ``best`` checkpoint, on ``n_probes`` balanced test probes, with the task's
     label-preserving pixel move, measurement seed = network seed."""
-    from ..data.scale_detection import dataset_perturbation
+    from ..probes import task_perturbation
     from .run import RunConfig
 
     return [RunConfig(train=cfg.train_config(m, seed), layers="all", stages=["init", "best"],
                       n_probes=cfg.n_probes, probe_order="balanced",
-                      perturbation=dataset_perturbation(cfg.dataset_name()), seed=seed,
+                      perturbation=task_perturbation(cfg.dataset_name()), seed=seed,
                       measure_kwargs={"batch_size": cfg.measure_batch_size})
             for m in cfg.models for seed in cfg.seeds]
 
