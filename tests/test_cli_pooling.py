@@ -102,8 +102,8 @@ def _direct_report(cfg, checkpoint, n_probes, n_shuffles):
     """pooling_report called directly as the experiment measures: the task's label-preserving
     pixel move, the class-balanced test split, the pair denominator."""
     from diffeosense.data.scale_detection import ActivePixelMove, make_scale_detection
-    from diffeosense.probes import balanced_probes
     from diffeosense.pooling import pooling_report
+    from diffeosense.probes import balanced_probes
     from diffeosense.train import load_checkpoint
 
     data = make_scale_detection(cfg.data_config())

@@ -129,8 +129,8 @@ def _run_locked(args: argparse.Namespace) -> int:
     from .._io import check_run_folder
     from ..data import DataConfig, load_dataset
     from ..data.scale_detection import dataset_task, is_task_dataset
-    from ..probes import balanced_probes, task_perturbation
     from ..pooling import pooling_report
+    from ..probes import balanced_probes, task_perturbation
 
     if args.n_shuffles < 0 or args.init_shuffles < 0:
         raise ValueError("--n-shuffles and --init-shuffles must be >= 0")
