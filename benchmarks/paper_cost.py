@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffeosense.experiments.noisy_training import PRESETS
+from diffeosense.experiments.figures.noisy_training import PRESETS
 from diffeosense.models import create_model
 from diffeosense.provenance import provenance
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from diffeosense._io import read_table
-from diffeosense.experiments import noisy_training as nt
+from diffeosense.experiments.figures import noisy_training as nt
 from diffeosense.experiments.run import RunConfig
 
 

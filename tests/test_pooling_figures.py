@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from diffeosense._io import read_table
-from diffeosense.experiments import noisy_training as nt
-from diffeosense.experiments import pooling_figures as pf
+from diffeosense.experiments.figures import filter_spectra as fs
+from diffeosense.experiments.figures import layerwise as pf
+from diffeosense.experiments.figures import noisy_training as nt
 
 
 def test_presets_train_the_clean_runs_of_the_noisy_grid():
@@ -20,10 +21,14 @@ def test_presets_train_the_clean_runs_of_the_noisy_grid():
                  if rc.train.data.noise == 0}
         mine = {rc.hash() for rc in pf.run_configs(pf.PRESETS[scale])}
         assert mine and mine <= clean  # shared hash folders: trained once
+        spectra = {rc.hash() for rc in nt.run_configs(fs.PRESETS[scale].training)}
+        assert spectra == mine  # Fig. 4 reads the checkpoints of Fig. 3
     assert [n.model for n in pf.PRESETS["paper"].training.nets] == \
         ["vgg11", "vgg11bn", "alexnet", "lenet"]
     with pytest.raises(ValueError, match="clean"):
-        pf.PoolingFiguresConfig(training=nt.PRESETS["quick"])
+        pf.LayerwiseConfig(training=nt.PRESETS["quick"])
+    with pytest.raises(ValueError, match="clean"):
+        fs.FilterSpectraConfig(training=nt.PRESETS["quick"])
 
 
 def _long(model, stage, D, G, R, Ds, cf):
@@ -59,7 +64,8 @@ def test_reproduce_layerwise_and_spectra_share_one_training(tmp_path, monkeypatc
         noises=[0.0],
         P=200, epochs=1, n_probes=20)
     monkeypatch.setitem(pf.PRESETS, "quick",
-                        pf.PoolingFiguresConfig(training=training, n_probes=24, n_shuffles=1))
+                        pf.LayerwiseConfig(training=training, n_probes=24, n_shuffles=1))
+    monkeypatch.setitem(fs.PRESETS, "quick", fs.FilterSpectraConfig(training=training))
     path = reproduce(["layerwise", "filter-spectra"], "quick", tmp_path, "cmd",
                      ReproduceOptions(workers=1, progress=False))
     runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]

@@ -12,20 +12,51 @@ from _tables import assert_tampering_refused
 
 from diffeosense._io import read_table
 from diffeosense.experiments import reproduce as rp
+from diffeosense.experiments import scale_detection as sd1
+from diffeosense.experiments import scale_detection_2d as sd2
+from diffeosense.experiments.figure import list_figures
+from diffeosense.experiments.figures import scale_detection as sdf
 
 
 def test_registry_and_scales():
-    assert set(rp.FIGURES) == {"noisy-training", "layerwise", "filter-spectra",
-                               "scale-detection"}
-    assert rp.SCALES == ("quick", "paper")
+    assert list_figures() == ["noisy-training", "layerwise", "filter-spectra",
+                              "scale-detection"]  # the paper's order: Figs. 1, 3, 4, 7-9
+    assert rp.scales() == ("quick", "paper")
+    with pytest.raises(ValueError, match="unknown figure 'fig-99'.*noisy-training"):
+        rp.reproduce(["fig-99"], "quick", "unused", "cmd")
+    with pytest.raises(ValueError, match="scale must be one of"):
+        rp.reproduce(["layerwise"], "huge", "unused", "cmd")
+
+
+def test_a_figure_is_one_registered_module(tmp_path, monkeypatch):
+    """The protocol: a figure registered by name runs on its scale's preset in its own folder
+    and its claims reach the report; a scale it has no preset for is refused before work."""
+    import diffeosense.experiments.figure as fm
+
+    seen = []
+
+    def run(cfg, ctx):
+        seen.append((cfg, ctx.scale, ctx.out.name, ctx.runs.name))
+        ctx.write_table(pd.DataFrame({"x": [1, 2]}), "t.csv", {"n": cfg})
+        return fm.FigureOutput([], [{"text": "a claim", "reproduced": True, "evidence": "e"}])
+
+    monkeypatch.setattr(fm, "_REGISTRY", dict(fm._REGISTRY))
+    fm.register_figure(fm.Figure("toy-figure", number=99, presets={"quick": 3}, run=run))
+    assert fm.list_figures()[-1] == "toy-figure"
+    html = rp.reproduce(["toy-figure"], "quick", tmp_path, "cmd",
+                        rp.ReproduceOptions(progress=False)).read_text()
+    assert seen == [(3, "quick", "toy_figure", "runs")]
+    assert read_table(tmp_path / "toy_figure" / "t.csv")[1]["config"] == {"n": 3}
+    assert "a claim" in html
+    with pytest.raises(ValueError, match="'toy-figure' has no 'paper' preset"):
+        rp.reproduce(["toy-figure"], "paper", tmp_path, "cmd")
 
 
 def test_scale_detection_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.setitem(rp.SCALE_DETECTION, "quick", {
-        "1d": ("small", {"width": 8, "train_size": 64, "epochs": 1, "seeds": (0,),
-                         "n_probes": 32}),
-        "2d": ("quick", {"models": ("lenet",), "seeds": (0, 1, 2), "train_size": 32,
-                         "epochs": 1, "n_probes": 16})})
+    monkeypatch.setitem(sdf.PRESETS, "quick", sdf.ScaleDetectionFigureConfig(
+        sd1.preset("small", width=8, train_size=64, epochs=1, seeds=(0,), n_probes=32),
+        sd2.preset("quick", models=("lenet",), seeds=(0, 1, 2), train_size=32, epochs=1,
+                   n_probes=16)))
     path = rp.reproduce(["scale-detection"], "quick", tmp_path, "cmd",
                         rp.ReproduceOptions(workers=1, progress=False))
     out = tmp_path / "scale_detection"
@@ -49,7 +80,7 @@ def test_scale_detection_end_to_end(tmp_path, monkeypatch):
     assert len(rows) == 7  # 2 for Fig. 7, 4 for Figs. 8-9, the check that the 2D nets learn
     err = summary["test_error"].mean()
     assert f"lenet {err:.1%}" in "".join(rows[6].itertext())
-    from diffeosense.experiments.noisy_training import log_correlation
+    from diffeosense.experiments.figures.noisy_training import log_correlation
 
     rho = log_correlation(summary["test_error"].clip(lower=0.5 / 1024), summary["D"])
     assert f"rho(eps, D) = {rho:+.2f}" in "".join(rows[2].itertext())
@@ -68,14 +99,14 @@ def test_cli_lists_the_figures_and_refuses_unknown_ones(capsys):
 
 
 def test_scale_2d_claims_count_an_error_of_zero_as_half_a_test_image():
-    from diffeosense.experiments.noisy_training import log_correlation
+    from diffeosense.experiments.figures.noisy_training import log_correlation
 
     summary = pd.DataFrame({"model": ["a", "b", "c", "d"], "seed": 0,
                             "test_error": [0.05, 0.01, 0.0, 0.002],
                             "D": [0.08, 0.02, 0.04, 0.016], "G": [0.7, 0.5, 50.0, 7.0]})
     summary["R"] = summary.D / summary.G
     sens = pd.DataFrame(columns=["model", "seed", "state", "kind", "depth", "D", "G"])
-    claims = rp._scale_2d_claims(summary, sens, n_test=1024)
+    claims = sdf.scale_2d_claims(summary, sens, n_test=1024)
     eps = [0.05, 0.01, 0.5 / 1024, 0.002]
     for claim, q in zip(claims[:3], "DGR", strict=True):
         rho = log_correlation(eps, summary[q])

@@ -16,7 +16,10 @@ _EXAMPLES = """examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..experiments.reproduce import FIGURES, SCALES
+    from ..experiments.figure import list_figures
+    from ..experiments.reproduce import scales
+
+    FIGURES, SCALES = list_figures(), scales()
 
     p = subparsers.add_parser(
         "reproduce",

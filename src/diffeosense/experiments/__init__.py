@@ -14,8 +14,11 @@ finished pieces are skipped on a re-run.
 * :mod:`diffeosense.experiments.sweep`: sweep files (TOML/YAML grids) -> runs; ``run_sweep``.
 * :mod:`diffeosense.experiments.backends`: where runs execute (local pool, Ray, SLURM).
 * :mod:`diffeosense.experiments.collect`: every finished run in one tidy table.
-* :mod:`diffeosense.experiments.noisy_training`, ``pooling_figures``, ``reproduce``: the
-  paper's figures (``diffeosense reproduce``), on the sweep engine and the pooling engine.
+* :mod:`diffeosense.experiments.figure`: what a figure of the paper is (presets keyed by
+  scale, units, tables, claims, plots) and the registry; :mod:`diffeosense.experiments.figures`:
+  one module per figure (``noisy_training``, ``layerwise``, ``filter_spectra``,
+  ``scale_detection``); :mod:`diffeosense.experiments.reproduce`: the loop over the figures and
+  the report (``diffeosense reproduce``).
 
 Modules are imported on demand (``from diffeosense.experiments.scale_detection import run``)
 so that one experiment's imports never slow down or break another's.

@@ -1,19 +1,15 @@
-"""The paper's Figs. 3 and 4: D_k, G_k, R_k of original vs channel-shuffled nets, and filter
-spectra, at initialization and after training on clean data.
+"""The paper's Fig. 3: D_k, G_k, R_k of original vs channel-shuffled nets, at initialization
+and after training on clean data.
 
-The nets are trained by the sweep engine with the same :class:`~.run.RunConfig` as the clean
-(s = 0) runs of :mod:`~diffeosense.experiments.noisy_training`, so a ``reproduce all`` trains
-each of them once. On the checkpoints ``init.pt`` and ``best.pt`` of each run this module calls
-the pooling engine only (:func:`diffeosense.pooling.pooling_report`,
-:func:`diffeosense.pooling.filter_spectra`); it adds the tables and the paper's claims.
-
-* Layer-wise (Fig. 3): ``pooling_report(model, clean test probes, n_shuffles=K)`` at init and
-  trained: D, G, R of every layer for the net and for K copies whose convolutions have their
-  input channels permuted (geometric mean over copies), and the share of the stability that
-  shuffling destroys (``channel_fraction``: channel pooling) or keeps (spatial pooling).
-* Filter spectra (Fig. 4): the mean squared projection of every conv filter on the Laplacian
-  eigenvectors of its grid, at init and trained; the homogeneous (lambda = 0) share is the
-  spatial pooling a layer has learned (a white filter has 1/K).
+The nets are trained by the sweep engine with the same :class:`~diffeosense.experiments.run.
+RunConfig` as the clean (s = 0) runs of :mod:`.noisy_training`, so a ``reproduce all`` trains
+each of them once (and :mod:`.filter_spectra` reads the same checkpoints). On the checkpoints
+``init.pt`` and ``best.pt`` of each run this module calls the pooling engine only
+(:func:`diffeosense.pooling.pooling_report`); it adds the tables and the paper's claims:
+``pooling_report(model, clean test probes, n_shuffles=K)`` at init and trained gives D, G, R
+of every layer for the net and for K copies whose convolutions have their input channels
+permuted (geometric mean over copies), and the share of the stability that shuffling destroys
+(``channel_fraction``: channel pooling) or keeps (spatial pooling).
 
 >>> [n.model for n in PRESETS["quick"].training.nets]
 ['lenet', 'vgg11bn']
@@ -27,16 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._io import to_jsonable
+from ..._io import to_jsonable
+from ..figure import Figure, FigureContext, FigureOutput, register_figure
+from ..run import RunConfig, run_dir
 from . import noisy_training as nt
-from .run import RunConfig, run_dir
 
-__all__ = ["PoolingFiguresConfig", "PRESETS", "run_configs", "layerwise_tables",
-           "spectra_tables", "layerwise_claims", "spectra_claims"]
+__all__ = ["LayerwiseConfig", "PRESETS", "run_configs", "checkpoints", "clean_nets",
+           "layerwise_tables", "layerwise_claims", "run"]
 
 
-@dataclass
-class PoolingFiguresConfig:
+@dataclass(frozen=True)
+class LayerwiseConfig:
     """Nets trained on clean data (``training``: a noisy-training grid with ``noises=[0.0]``)
     and how their layers are measured.
 
@@ -74,48 +71,48 @@ class PoolingFiguresConfig:
         return to_jsonable(self)
 
 
-def _clean(preset: nt.NoisyTrainingConfig, models: list[str]) -> nt.NoisyTrainingConfig:
+def clean_nets(preset: nt.NoisyTrainingConfig, models: list[str]) -> nt.NoisyTrainingConfig:
+    """The clean (s = 0) runs of ``models`` in a noisy-training preset: the same configs, so
+    the same run folders."""
     nets = [n for n in preset.nets if n.model in models]
     return dataclasses.replace(preset, nets=nets, noises=[0.0])
 
 
-PRESETS: dict[str, PoolingFiguresConfig] = {
+PRESETS: dict[str, LayerwiseConfig] = {
     # Quick: the two CNNs of the quick noisy-training grid that the paper also shows (Fig. 3:
     # VGG11, VGG11bn, AlexNet, LeNet), trained exactly as there (same runs), 300 probes, 2
     # shuffled copies: the layer-wise measurement of VGG11-BN then costs ~a minute per copy.
-    "quick": PoolingFiguresConfig(training=_clean(nt.PRESETS["quick"], ["lenet", "vgg11bn"]),
+    "quick": LayerwiseConfig(training=clean_nets(nt.PRESETS["quick"], ["lenet", "vgg11bn"]),
                                   n_probes=300, n_shuffles=2),
-    "paper": PoolingFiguresConfig(
-        training=_clean(nt.PRESETS["paper"], ["vgg11", "vgg11bn", "alexnet", "lenet"]),
+    "paper": LayerwiseConfig(
+        training=clean_nets(nt.PRESETS["paper"], ["vgg11", "vgg11bn", "alexnet", "lenet"]),
         n_probes=500, n_shuffles=3),
 }
 
 
-def run_configs(cfg: PoolingFiguresConfig, device: str = "cpu",
+def run_configs(cfg: LayerwiseConfig, device: str = "cpu",
                 data_root: str | None = None) -> list[RunConfig]:
     """The training runs (identical to the clean noisy-training runs: shared hash folders)."""
     return nt.run_configs(cfg.training, device=device, data_root=data_root)
 
 
-def _label(rc: RunConfig) -> str:
-    return nt._label(rc.train)
-
-
-def _checkpoints(rc: RunConfig, runs: Path) -> dict[str, Path]:
+def checkpoints(rc: RunConfig, runs: Path) -> dict[str, Path]:
+    """``{"init": init.pt, "trained": the measured checkpoint}`` of a clean run (``best.pt``
+    for ``stages == ["best"]``, else ``last.pt``)."""
     ck = run_dir(rc, runs) / "train" / "checkpoints"
     stage = "best.pt" if rc.stages == ["best"] else "last.pt"
     return {"init": ck / "init.pt", "trained": ck / stage}
 
 
 def _probes(rc: RunConfig, n: int):
-    from ..data import load_dataset
+    from ...data import load_dataset
 
     data = load_dataset(rc.train.data)
     x = data.x_test if data.x_test is not None else data.x_train
     return x[:n]
 
 
-def layerwise_tables(cfg: PoolingFiguresConfig, configs: list[RunConfig], runs: Path,
+def layerwise_tables(cfg: LayerwiseConfig, configs: list[RunConfig], runs: Path,
                      out: Path, device: str = "cpu"):
     """Per net and stage, :func:`~diffeosense.pooling.pooling_report` (saved under
     ``out/<net>/<stage>-<hash>_*.csv``, the hash of the measurement settings: reused when
@@ -123,16 +120,16 @@ def layerwise_tables(cfg: PoolingFiguresConfig, configs: list[RunConfig], runs: 
     G_shuffled, R, R_shuffled, channel_fraction``."""
     import pandas as pd
 
-    from ..pooling import PoolingReport, pooling_report
-    from ..provenance import config_hash
-    from ..train import load_checkpoint
+    from ...pooling import PoolingReport, pooling_report
+    from ...provenance import config_hash
+    from ...train import load_checkpoint
 
     frames = []
     for rc in configs:
-        name = _label(rc)
+        name = nt.display_name(rc.train)
         folder = out / _slug(name)
         x = None
-        for stage, ck in _checkpoints(rc, runs).items():
+        for stage, ck in checkpoints(rc, runs).items():
             bn = cfg.init_batchnorm if stage == "init" else "eval"
             settings = {"run": rc.hash(), "stage": stage, "n_probes": cfg.n_probes,
                         "n_shuffles": cfg.n_shuffles, "layers": cfg.layers, "seed": cfg.seed,
@@ -154,35 +151,6 @@ def layerwise_tables(cfg: PoolingFiguresConfig, configs: list[RunConfig], runs: 
             t.insert(0, "model", name)
             frames.append(t)
     return pd.concat(frames, ignore_index=True)
-
-
-def spectra_tables(configs: list[RunConfig], runs: Path, device: str = "cpu"):
-    """Filter spectra of every conv layer at init and trained: ``model, stage, layer, conv,
-    kernel, eigenvalue, fraction`` and, per layer, the homogeneous share (``homogeneous``
-    table: ``model, stage, layer, conv, kernel, fraction, white``)."""
-    import pandas as pd
-
-    from ..pooling import filter_spectra
-    from ..train import load_checkpoint
-
-    full, homo = [], []
-    for rc in configs:
-        name = _label(rc)
-        for stage, ck in _checkpoints(rc, runs).items():
-            model, _, _ = load_checkpoint(ck, map_location="cpu")
-            sp = filter_spectra(model)
-            t = sp.to_frame()
-            t = t[t["eigenvalue"].notna()][["layer", "conv", "kernel", "eigenvalue",
-                                             "fraction"]]
-            t.insert(0, "stage", stage)
-            t.insert(0, "model", name)
-            full.append(t)
-            h = sp.homogeneous()
-            h = h[h["fraction"].notna()]
-            h.insert(0, "stage", stage)
-            h.insert(0, "model", name)
-            homo.append(h)
-    return pd.concat(full, ignore_index=True), pd.concat(homo, ignore_index=True)
 
 
 def _slug(s: str) -> str:
@@ -245,20 +213,38 @@ def layerwise_claims(table) -> list[dict[str, Any]]:
     return out
 
 
-def spectra_claims(homogeneous) -> list[dict[str, Any]]:
-    """Fig. 4's claim from the ``homogeneous`` table of :func:`spectra_tables`: with training
-    the filters' homogeneous (lambda = 0) share rises above its init value in most layers."""
-    ev, up, n = [], 0, 0
-    for m in dict.fromkeys(homogeneous["model"]):
-        h = homogeneous[homogeneous["model"] == m]
-        i = h[h["stage"] == "init"].set_index("layer")["fraction"]
-        t = h[h["stage"] == "trained"].set_index("layer")["fraction"]
-        k = int((t > i).sum())
-        up += k
-        n += len(t)
-        ev.append(f"{m}: {k}/{len(t)} layers up; last conv {i.iloc[-1]:.3f} -> {t.iloc[-1]:.3f}"
-                  f" (white {h['white'].iloc[-1]:.3f})")
-    return [{"text": "Training shifts the filter spectra to low Laplacian eigenvalues (spatial "
-                     "pooling): the homogeneous share rises above its initial (white) value "
-                     "in most conv layers.",
-             "reproduced": None if n == 0 else up > n / 2, "evidence": "; ".join(ev)}]
+# ---------------------------------------------------------------------------------- figure
+
+
+def run(cfg: LayerwiseConfig, ctx: FigureContext) -> FigureOutput:
+    """Fig. 3: train the clean nets (shared runs), then ``pooling_report`` per net and stage
+    (``<net>/<stage>-<hash>_*.csv``, reused when present), the long table, the figure and the
+    claims."""
+    from ...plots.reproduce import plot_layerwise
+    from ...report import ReportFigure
+
+    configs = run_configs(cfg, device=ctx.options.device, data_root=ctx.options.data_root)
+    failed = ctx.sweep(configs)
+    ctx.require_done(configs)
+    table = layerwise_tables(cfg, configs, ctx.runs, ctx.out, device=ctx.options.device)
+    ctx.write_table(table, "layerwise.csv", cfg)
+    title = f"{cfg.training.dataset}, clean training ({ctx.scale})"
+    png = ctx.save_figure(plot_layerwise(table, title), "layerwise")
+    fig = ReportFigure(
+        "layerwise", "Fig. 3: D_k, G_k, R_k layer by layer, original vs channel-shuffled",
+        png, table,
+        caption=f"Every layer k of each net, at initialization (grey) and trained (blue); "
+        f"dashed: the geometric mean over {cfg.n_shuffles} copies whose convolutions have their "
+        f"input channels permuted (one permutation per layer). {cfg.n_probes} clean test probes; "
+        f"BatchNorm at init: {cfg.init_batchnorm} statistics, trained: running statistics. "
+        "channel_fraction: the share of the log-stability up to layer k that shuffling "
+        "destroys (channel pooling); the rest is spatial pooling.",
+        files=["layerwise/layerwise.svg", "layerwise/layerwise.csv",
+               "layerwise/<net>/<stage>-<hash>_{pooling,sensitivity,spectra}.csv"])
+    claims = [{**c, "figure": "layerwise"} for c in layerwise_claims(table)]
+    return FigureOutput([fig], claims, failed_runs=failed)
+
+
+register_figure(Figure(
+    "layerwise", number=3, presets=PRESETS, run=run,
+    summary="Fig. 3: D_k, G_k, R_k by layer, original vs channel-shuffled nets"))

@@ -11,8 +11,11 @@ says whether the test error eps grows with D and R and falls with G, as the pape
 
 Every run is a :class:`~diffeosense.experiments.run.RunConfig` executed by the sweep engine
 (:func:`~diffeosense.experiments.sweep.run_sweep`): the grid resumes after a kill and a
-finished run is never recomputed. The presets (:data:`PRESETS`) state every hyperparameter and
-why it was chosen.
+finished run is never recomputed. The presets (:data:`PRESETS`, one per scale of ``diffeosense
+reproduce``) state every hyperparameter and why it was chosen. The figure (:func:`run`,
+registered as ``noisy-training``) writes ``noisy_training_runs.csv`` (one row per run),
+``noisy_training_correlations.csv`` (rho per noise level and X), the scatter and the
+correlations (PNG, SVG) and the claims.
 
 >>> round(log_correlation([math.e, math.e**2, math.e**3], [math.e**2, math.e**4, math.e**7]), 5)
 0.99339
@@ -28,16 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from .._io import dataclass_from_dict, to_jsonable
-from ..data import DataConfig
-from ..train import TrainConfig
-from .run import RunConfig, load_run, run_dir
+from ..._io import dataclass_from_dict, to_jsonable
+from ...data import DataConfig
+from ...train import TrainConfig
+from ..figure import Figure, FigureContext, FigureOutput, register_figure
+from ..run import RunConfig, load_run, run_dir
 
 __all__ = ["NetSpec", "NoisyTrainingConfig", "PRESETS", "log_correlation", "run_configs",
-           "results_table", "correlation_table", "claims"]
+           "results_table", "correlation_table", "claims", "run", "display_name"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class NetSpec:
     """One architecture of the grid and its training recipe (``None``: the recipe's default,
     see :class:`~diffeosense.train.TrainConfig`)."""
@@ -50,7 +54,7 @@ class NetSpec:
     epochs: int | None = None  # None: the config's epochs
 
 
-@dataclass
+@dataclass(frozen=True)
 class NoisyTrainingConfig:
     """The grid of Fig. 1: ``nets x noises`` (x ``seeds``), trained and measured at the output.
 
@@ -79,8 +83,8 @@ class NoisyTrainingConfig:
     rationale: str = ""
 
     def __post_init__(self) -> None:
-        self.nets = [n if isinstance(n, NetSpec) else dataclass_from_dict(NetSpec, n)
-                     for n in self.nets]
+        object.__setattr__(self, "nets", [
+            n if isinstance(n, NetSpec) else dataclass_from_dict(NetSpec, n) for n in self.nets])
         if not self.nets or not self.noises:
             raise ValueError("a noisy-training grid needs at least one net and one noise level")
         if any(not (s >= 0) for s in self.noises):
@@ -172,7 +176,7 @@ def results_table(cfg: NoisyTrainingConfig, configs: list[RunConfig], root: str 
         res = r["tables"][cfg.stage]
         out = res["output"]
         err = res.config.get("test_error")
-        rows.append({"model": _label(rc.train), "noise": rc.train.data.noise,
+        rows.append({"model": display_name(rc.train), "noise": rc.train.data.noise,
                      "seed": rc.train.seed,
                      "test_error": float(err if err is not None else r["done"]["test_error"]),
                      "epochs_run": r["done"]["epochs_run"],
@@ -181,7 +185,9 @@ def results_table(cfg: NoisyTrainingConfig, configs: list[RunConfig], root: str 
     return pd.DataFrame(rows)
 
 
-def _label(t: TrainConfig) -> str:
+def display_name(t: TrainConfig) -> str:
+    """The net of a run as the figures and tables name it: ``lenet``,
+    ``simplecnn(batch_norm=True,depth=3,width=32)``."""
     if not t.model_kwargs:
         return t.model
     return t.model + "(" + ",".join(f"{k}={v}" for k, v in sorted(t.model_kwargs.items())) + ")"
@@ -267,3 +273,51 @@ def claims(results, corr) -> list[dict[str, Any]]:
         + f"; worst over all noise levels: {worst['model']} at s={worst['noise']:g}, "
           f"{learned.max():.1%}"})
     return out
+
+
+# ---------------------------------------------------------------------------------- figure
+
+
+def run(cfg: NoisyTrainingConfig, ctx: FigureContext) -> FigureOutput:
+    """Fig. 1: train and measure the grid, then the runs' table, the correlations, the
+    scatter and the correlation plot, and the claims."""
+    from ...plots.reproduce import plot_noisy_correlations, plot_noisy_scatter
+    from ...report import ReportFigure
+
+    configs = run_configs(cfg, device=ctx.options.device, data_root=ctx.options.data_root)
+    failed = ctx.sweep(configs)
+    done = ctx.require_done(configs, at_least=3)
+    results = results_table(cfg, done, ctx.runs)
+    corr = correlation_table(results)
+    ctx.write_table(results, "noisy_training_runs.csv", cfg)
+    ctx.write_table(corr, "noisy_training_correlations.csv", cfg)
+    title = (f"{cfg.dataset}, {len(cfg.nets)} nets x {len(cfg.noises)} noise levels "
+             f"({ctx.scale})")
+    scatter = ctx.save_figure(plot_noisy_scatter(results, title), "noisy_training_scatter")
+    corr_png = ctx.save_figure(plot_noisy_correlations(corr, title),
+                               "noisy_training_correlations")
+    figures = [
+        ReportFigure(
+            "noisy-scatter", "Fig. 1 (scatter): test error against D, G, R at the output",
+            scatter, results,
+            caption="One point per net (marker) and training noise s (colour); D, G, R measured "
+            "at the output on probes corrupted with the training noise; test error on the "
+            "noisy test set, of the measured (best) checkpoint.",
+            files=["noisy_training/noisy_training_scatter.svg",
+                   "noisy_training/noisy_training_runs.csv"]),
+        ReportFigure(
+            "noisy-correlations", "Fig. 1 (right): rho(eps, X) against the training noise",
+            corr_png, corr,
+            caption="rho(eps, X) = Cov(log eps, log X) / sqrt(Var log eps Var log X) across the "
+            "nets at each training noise level, for X = D, G, R.",
+            files=["noisy_training/noisy_training_correlations.svg",
+                   "noisy_training/noisy_training_correlations.csv"]),
+    ]
+    cl = [{**c, "figure": "noisy-correlations"} for c in claims(results, corr)]
+    cl[-1]["figure"] = "noisy-scatter"
+    return FigureOutput(figures, cl, failed_runs=failed)
+
+
+register_figure(Figure(
+    "noisy-training", number=1, presets=PRESETS, run=run,
+    summary="Fig. 1: test error against D, G, R of nets trained with noise"))

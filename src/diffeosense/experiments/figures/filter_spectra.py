@@ -1,0 +1,135 @@
+"""The paper's Fig. 4: Laplacian spectra of the convolution filters, at initialization and
+after training on clean data.
+
+The nets are the clean runs of :mod:`.noisy_training` (the same run folders as
+:mod:`.layerwise`: trained once). For each conv layer of ``init.pt`` and of the measured
+checkpoint, :func:`diffeosense.pooling.filter_spectra` gives the mean squared projection of
+every filter on the Laplacian eigenvectors of its grid; the homogeneous (lambda = 0) share is
+the spatial pooling a layer has learned (a white filter has 1/K).
+
+>>> [n.model for n in PRESETS["quick"].training.nets]
+['lenet', 'vgg11bn']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..._io import to_jsonable
+from ..figure import Figure, FigureContext, FigureOutput, register_figure
+from ..run import RunConfig
+from . import noisy_training as nt
+from .layerwise import checkpoints, clean_nets
+
+__all__ = ["FilterSpectraConfig", "PRESETS", "spectra_tables", "spectra_claims", "run"]
+
+
+@dataclass(frozen=True)
+class FilterSpectraConfig:
+    """The nets whose filters are projected: ``training``, a noisy-training grid with
+    ``noises=[0.0]`` (its clean runs)."""
+
+    training: nt.NoisyTrainingConfig
+
+    def __post_init__(self) -> None:
+        if list(self.training.noises) != [0.0]:
+            raise ValueError(f"the filter spectra are of nets trained on clean data: noises "
+                             f"must be [0.0], got {self.training.noises}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+
+PRESETS: dict[str, FilterSpectraConfig] = {
+    # The nets of Fig. 3 (the paper shows the spectra of the same nets), same runs.
+    "quick": FilterSpectraConfig(clean_nets(nt.PRESETS["quick"], ["lenet", "vgg11bn"])),
+    "paper": FilterSpectraConfig(
+        clean_nets(nt.PRESETS["paper"], ["vgg11", "vgg11bn", "alexnet", "lenet"])),
+}
+
+
+def spectra_tables(configs: list[RunConfig], runs: Path):
+    """Filter spectra of every conv layer at init and trained: ``model, stage, layer, conv,
+    kernel, eigenvalue, fraction`` and, per layer, the homogeneous share (``homogeneous``
+    table: ``model, stage, layer, conv, kernel, fraction, white``)."""
+    import pandas as pd
+
+    from ...pooling import filter_spectra
+    from ...train import load_checkpoint
+
+    full, homo = [], []
+    for rc in configs:
+        name = nt.display_name(rc.train)
+        for stage, ck in checkpoints(rc, runs).items():
+            model, _, _ = load_checkpoint(ck, map_location="cpu")
+            sp = filter_spectra(model)
+            t = sp.to_frame()
+            t = t[t["eigenvalue"].notna()][["layer", "conv", "kernel", "eigenvalue",
+                                             "fraction"]]
+            t.insert(0, "stage", stage)
+            t.insert(0, "model", name)
+            full.append(t)
+            h = sp.homogeneous()
+            h = h[h["fraction"].notna()]
+            h.insert(0, "stage", stage)
+            h.insert(0, "model", name)
+            homo.append(h)
+    return pd.concat(full, ignore_index=True), pd.concat(homo, ignore_index=True)
+
+
+
+
+def spectra_claims(homogeneous) -> list[dict[str, Any]]:
+    """Fig. 4's claim from the ``homogeneous`` table of :func:`spectra_tables`: with training
+    the filters' homogeneous (lambda = 0) share rises above its init value in most layers."""
+    ev, up, n = [], 0, 0
+    for m in dict.fromkeys(homogeneous["model"]):
+        h = homogeneous[homogeneous["model"] == m]
+        i = h[h["stage"] == "init"].set_index("layer")["fraction"]
+        t = h[h["stage"] == "trained"].set_index("layer")["fraction"]
+        k = int((t > i).sum())
+        up += k
+        n += len(t)
+        ev.append(f"{m}: {k}/{len(t)} layers up; last conv {i.iloc[-1]:.3f} -> {t.iloc[-1]:.3f}"
+                  f" (white {h['white'].iloc[-1]:.3f})")
+    return [{"text": "Training shifts the filter spectra to low Laplacian eigenvalues (spatial "
+                     "pooling): the homogeneous share rises above its initial (white) value "
+                     "in most conv layers.",
+             "reproduced": None if n == 0 else up > n / 2, "evidence": "; ".join(ev)}]
+
+
+# ---------------------------------------------------------------------------------- figure
+
+
+def run(cfg: FilterSpectraConfig, ctx: FigureContext) -> FigureOutput:
+    """Fig. 4: train the clean nets (shared runs), then the spectra tables, the figure of the
+    homogeneous share and the claim."""
+    from ...plots.reproduce import plot_spectra
+    from ...report import ReportFigure
+
+    configs = nt.run_configs(cfg.training, device=ctx.options.device,
+                             data_root=ctx.options.data_root)
+    failed = ctx.sweep(configs)
+    ctx.require_done(configs)
+    full, homo = spectra_tables(configs, ctx.runs)
+    ctx.write_table(full, "filter_spectra.csv", cfg)
+    ctx.write_table(homo, "filter_spectra_homogeneous.csv", cfg)
+    title = f"{cfg.training.dataset}, clean training ({ctx.scale})"
+    png = ctx.save_figure(plot_spectra(homo, title), "filter_spectra")
+    fig = ReportFigure(
+        "filter-spectra", "Fig. 4: filter spectra, homogeneous share at init and trained",
+        png, homo,
+        caption="For every conv layer, the share of the filters' power on the eigenvalue-0 "
+        "(homogeneous) eigenvector of the kernel grid's Laplacian, at initialization and "
+        "trained; dotted: a white filter (1/K). The full spectra (every eigenvalue) are in "
+        "filter_spectra.csv.",
+        files=["filter_spectra/filter_spectra.svg", "filter_spectra/filter_spectra.csv"])
+    claims = [{**c, "figure": "filter-spectra"} for c in spectra_claims(homo)]
+    return FigureOutput([fig], claims, failed_runs=failed)
+
+
+register_figure(Figure(
+    "filter-spectra", number=4, presets=PRESETS, run=run,
+    summary="Fig. 4: Laplacian spectra of the filters (homogeneous share), init vs trained"))
