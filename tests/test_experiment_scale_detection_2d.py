@@ -169,8 +169,8 @@ def test_cli_lr_option(tmp_path, capsys, monkeypatch):
         raise ValueError("stopped by the test")
 
     monkeypatch.setattr(sd2, "run", fake_run)
-    monkeypatch.setitem(sd2.PRESETS, "quick", {**sd2.PRESETS["quick"],
-                                               "lr_by_model": {"lenet": 0.2, "vgg11": 0.3}})
+    monkeypatch.setitem(sd2.PRESETS, "quick",
+                        sd2.preset("quick", lr_by_model={"lenet": 0.2, "vgg11": 0.3}))
     # MODEL=LR alone keeps the preset's other per-net rates; a plain LR replaces them.
     main(["scale-detection-2d", "--lr", "vgg11=0.01", "--out", str(tmp_path)])
     main(["scale-detection-2d", "--lr", "0.07", "resnet18=0.01", "--out", str(tmp_path)])

@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..experiments.scale_detection_2d import PRESETS, preset, run
+    from ..experiments.scale_detection_2d import preset, run
 
     over: dict = {"device": args.device}
     if args.models:
@@ -70,14 +70,11 @@ def _run(args: argparse.Namespace) -> int:
     for key, name in (("epochs", "epochs"), ("P", "train_size"), ("n_probes", "n_probes")):
         if getattr(args, key) is not None:
             over[name] = getattr(args, key)
+    cfg = preset(args.preset, **over)
     if args.lr:
         lrs = _parse_lr(args.lr)
-        if "lr" not in lrs:  # MODEL=LR alone: the preset's other rates stand
-            lrs["lr_by_model"] = {**PRESETS[args.preset].get("lr_by_model", {}),
-                                  **lrs["lr_by_model"]}
-        over.update(lrs)
-    result = run(preset(args.preset, **over), args.out, progress=not args.no_progress,
-                 workers=args.workers)
+        cfg = cfg.with_learning_rates(lrs.get("lr"), lrs.get("lr_by_model"))
+    result = run(cfg, args.out, progress=not args.no_progress, workers=args.workers)
     print(f"run folder: {result.out_dir}")
     cols = ["model", "seed", "epochs_run", "best_epoch", "test_error", "D", "G", "R",
             "D_init", "G_init", "R_init"]
