@@ -289,8 +289,8 @@ def test_run_held_by_another_process_is_left_alone(tmp_path):
     import threading
 
     from diffeosense._io import run_lock
+    from diffeosense.experiments.backends import execute_unit
     from diffeosense.experiments.run import run_dir
-    from diffeosense.experiments.sweep import execute_unit
 
     cfg = expand(parse_sweep({"grid": {"seed": [0]}, "data": {"P": 100}}))[0]
     folder = run_dir(cfg, tmp_path)

@@ -2,7 +2,7 @@
 
 Every backend has the signature ``backend(cfg_dicts, root, *, workers, on_result, **options)
 -> list[outcome]`` (outcomes in the order of ``cfg_dicts``) and does one thing: call
-:func:`diffeosense.experiments.sweep.execute_unit` for each unit somewhere. Because a unit is
+:func:`execute_unit` for each unit somewhere. Because a unit is
 a pure function of its config that writes atomically into its own hash folder, any backend
 can resume what another started; the folder ``root`` must be visible to every worker (a
 shared filesystem on a cluster).
@@ -25,11 +25,15 @@ shared filesystem on a cluster).
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BACKENDS", "get_backend", "local_backend", "ray_backend", "slurm_backend",
+__all__ = ["BACKENDS", "get_backend", "execute_unit", "local_backend", "ray_backend", "slurm_backend",
            "usable_cores"]
 
 
@@ -39,6 +43,59 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def execute_unit(cfg_dict: dict[str, Any], root: str, threads: int | None = None) -> dict[str, Any]:
+    """Run one unit and never raise: what every backend calls (in a worker process, a Ray task
+    or a SLURM job). ``cfg_dict`` is ``RunConfig.to_dict()`` (plain JSON travels anywhere).
+
+    Returns ``{"hash", "status", "seconds", "error"}``: status ``"done"`` (ran now),
+    ``"skipped"`` (already done), or ``"failed"`` (the traceback is written to
+    ``error.txt`` in the run folder, and its last line is ``error``; a run whose folder is
+    locked by another live process fails with ``error`` starting ``"busy:"`` and its folder
+    is left untouched). SIGTERM during the run exits the process (status 143) after releasing
+    the run's lock; the folder stays resumable.
+    """
+    # Imported here, not at the top: a spawned worker imports this module to find
+    # _init_worker, which must set the thread count before torch is imported.
+    from .._io import RunFolderBusy, write_text
+    from .run import RunConfig, run, run_dir, run_status
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    t0 = time.perf_counter()
+    cfg = RunConfig.from_dict(cfg_dict)
+    folder = run_dir(cfg, root)
+    out = {"hash": cfg.hash(), "status": "done", "seconds": 0.0, "error": None}
+    if run_status(folder) == "done":
+        out["status"] = "skipped"
+        return out
+    # SIGTERM (a SLURM time limit, `kill`, a stopping pool) exits through the finally blocks,
+    # so the run's folder lock is released and another host can resume it; by default Python
+    # would die on the spot and leave a lock that only this host can tell is stale.
+    installed = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if installed else None
+    try:
+        run(cfg, root)
+    except RunFolderBusy as e:  # another live process works on it: leave its folder alone
+        out.update(status="failed", error=f"busy: {e}")
+    except Exception as e:  # noqa: BLE001 - one failing run must not stop the sweep
+        tb = traceback.format_exc()
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / "error.txt", tb)
+        out.update(status="failed", error=f"{type(e).__name__}: {e}")
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
 
 
 def _failed(cfg_dict: dict[str, Any], root: str, err: BaseException) -> dict[str, Any]:
@@ -73,8 +130,6 @@ def local_backend(
     never inherit a half-initialized thread pool); ``workers=1``: in this process."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
-
-    from .sweep import execute_unit
 
     cores = usable_cores()
     workers = cores if workers is None else int(workers)
@@ -121,8 +176,6 @@ def ray_backend(
         import ray
     except ImportError:
         raise _missing_extra("ray", "Ray") from None
-    from .sweep import execute_unit
-
     if cpus_per_run < 1:
         raise ValueError(f"cpus_per_run must be >= 1, got {cpus_per_run}")
     started = not ray.is_initialized()
@@ -210,8 +263,6 @@ def slurm_backend(
     import shutil
 
     from submitit.helpers import as_completed
-
-    from .sweep import execute_unit
 
     cluster = cluster or "slurm"
     if cluster not in ("slurm", "local"):

@@ -48,20 +48,16 @@ import copy
 import dataclasses
 import itertools
 import json
-import signal
-import threading
-import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import RunFolderBusy, dataclass_from_dict, write_json, write_text
-from .run import RunConfig, run, run_dir, run_status
+from .._io import dataclass_from_dict, write_json
+from .run import RunConfig, run_dir, run_status
 
 __all__ = [
     "SweepConfig", "GRID_ALIASES", "load_sweep", "parse_sweep", "expand", "plan",
-    "execute_unit", "run_sweep", "SweepReport",
+    "run_sweep", "SweepReport",
 ]
 
 # Short names of the grid axes -> where they go in the RunConfig dict.
@@ -206,56 +202,10 @@ def plan(configs: list[RunConfig], root: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def execute_unit(cfg_dict: dict[str, Any], root: str, threads: int | None = None) -> dict[str, Any]:
-    """Run one unit and never raise: what every backend calls (in a worker process, a Ray task
-    or a SLURM job). ``cfg_dict`` is ``RunConfig.to_dict()`` (plain JSON travels anywhere).
-
-    Returns ``{"hash", "status", "seconds", "error"}``: status ``"done"`` (ran now),
-    ``"skipped"`` (already done), or ``"failed"`` (the traceback is written to
-    ``error.txt`` in the run folder, and its last line is ``error``; a run whose folder is
-    locked by another live process fails with ``error`` starting ``"busy:"`` and its folder
-    is left untouched). SIGTERM during the run exits the process (status 143) after releasing
-    the run's lock; the folder stays resumable.
-    """
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, int(threads)))
-    t0 = time.perf_counter()
-    cfg = RunConfig.from_dict(cfg_dict)
-    folder = run_dir(cfg, root)
-    out = {"hash": cfg.hash(), "status": "done", "seconds": 0.0, "error": None}
-    if run_status(folder) == "done":
-        out["status"] = "skipped"
-        return out
-    # SIGTERM (a SLURM time limit, `kill`, a stopping pool) exits through the finally blocks,
-    # so the run's folder lock is released and another host can resume it; by default Python
-    # would die on the spot and leave a lock that only this host can tell is stale.
-    installed = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if installed else None
-    try:
-        run(cfg, root)
-    except RunFolderBusy as e:  # another live process works on it: leave its folder alone
-        out.update(status="failed", error=f"busy: {e}")
-    except Exception as e:  # noqa: BLE001 - one failing run must not stop the sweep
-        tb = traceback.format_exc()
-        folder.mkdir(parents=True, exist_ok=True)
-        write_text(folder / "error.txt", tb)
-        out.update(status="failed", error=f"{type(e).__name__}: {e}")
-    finally:
-        if installed:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-def _exit_on_signal(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 @dataclass
 class SweepReport:
-    """What :func:`run_sweep` returns: one outcome per unit (see :func:`execute_unit`)."""
+    """What :func:`run_sweep` returns: one outcome per unit (see
+    :func:`~diffeosense.experiments.backends.execute_unit`)."""
 
     root: Path
     outcomes: list[dict[str, Any]]
