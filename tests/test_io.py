@@ -195,6 +195,36 @@ def test_run_lock_takes_over_stale_locks(tmp_path):
         assert not lock.exists()  # released
 
 
+def test_a_lock_that_could_not_be_written_is_no_lock(tmp_path, monkeypatch):
+    """A full disk while the lock is written: the error reaches the caller and no empty lock
+    file is left to refuse every later run; an empty lock older than a few seconds (left by
+    a writer that died) is taken over, a fresh one (being written) is refused."""
+    import errno
+    import time
+
+    from diffeosense import _io
+    from diffeosense._io import LOCK_NAME, RunFolderBusy, run_lock
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_io.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        with run_lock(tmp_path):
+            pass
+    assert not (tmp_path / LOCK_NAME).exists()
+    monkeypatch.undo()
+    (tmp_path / LOCK_NAME).write_text("")
+    with pytest.raises(RunFolderBusy, match="being written"):
+        with run_lock(tmp_path):
+            pass
+    old = time.time() - 10
+    os.utime(tmp_path / LOCK_NAME, (old, old))
+    with run_lock(tmp_path) as held:
+        assert held.owner["pid"] == os.getpid()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
 def test_run_lock_another_host_is_busy(tmp_path):
     from diffeosense._io import LOCK_NAME, RunFolderBusy, run_lock
 

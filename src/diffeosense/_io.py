@@ -240,6 +240,9 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None,
 
 LOCK_NAME = ".diffeosense.lock"
 _GUARD_STALE_S = 30.0  # a takeover guard older than this was left by a crashed taker
+# An owner writes its lock file within milliseconds of creating it: an empty (or unreadable)
+# lock file older than this was left by a writer that died or failed (a full disk).
+_EMPTY_LOCK_STALE_S = 5.0
 _held: dict[tuple[Path, int], int] = {}  # (folder, thread) -> depth: reentrant per thread
 _held_locks: dict[tuple[Path, int], RunLock] = {}
 _held_mutex = threading.Lock()
@@ -419,7 +422,7 @@ def _acquire(folder: Path) -> RunLock:
             current = _read_owner(path)
             if current is None:  # just created by another process, or truncated by a crash
                 with contextlib.suppress(OSError):
-                    if time.time() - path.stat().st_mtime > _GUARD_STALE_S:
+                    if time.time() - path.stat().st_mtime > _EMPTY_LOCK_STALE_S:
                         _take_over(path, current)  # type: ignore[arg-type]
                         continue
                 raise _busy(folder, path, None) from None
@@ -427,10 +430,16 @@ def _acquire(folder: Path) -> RunLock:
                 _take_over(path, current)
                 continue
             raise _busy(folder, path, current) from None
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(owner))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(owner))
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            # A lock that could not be written (a full disk, a signal) is no lock: an empty
+            # file left here would refuse every later run in this folder.
+            path.unlink(missing_ok=True)
+            raise
         return RunLock(folder, path, owner)
     raise _busy(folder, path, _read_owner(path))
 
