@@ -57,8 +57,9 @@ _CHECKPOINT = {"init": "init.pt", "trained": "last.pt", "best": "best.pt"}
 _HASH_FREE = {("train", "device"), ("train", "data", "root"), ("train", "data", "download")}
 # Fields added after runs were made, left out of the hash at these values so that the
 # folders of those runs are still found.
-_LATER_DEFAULTS = {"probe_order": "split"}
+_LATER_DEFAULTS = {"probe_order": "split", "views": None}
 PROBE_ORDERS = ("split", "balanced")
+VIEWS = ("full", "channel", "channel-mean")
 # measure()'s own arguments that RunConfig sets itself: not allowed in measure_kwargs.
 _MEASURE_OWN = {"model", "data", "layers", "perturbation", "n_probes", "seed", "generator",
                 "channels", "device", "progress", "meta", "probe_noise"}
@@ -77,7 +78,11 @@ class RunConfig:
             (the final weights, ``last.pt``), ``"best"`` (best test error, ``best.pt``).
         channels: also the channel-resolved and channel-mean views (rows ``view == "channel"``
             and ``"channel-mean"``).
-        n_probes: probe images: ``n_probes`` of ``probe_split``, in ``probe_order``.
+        views: the views the saved tables keep (among ``"full"``, ``"channel"``,
+            ``"channel-mean"``); ``None``: all that were measured. ``["full",
+            "channel-mean"]`` drops the per-channel rows, C times the others.
+        n_probes: probe images: ``n_probes`` of ``probe_split``, in ``probe_order``;
+            ``None``: all of them (``"balanced"``: twice the smaller class).
         probe_split: ``"test"`` or ``"train"`` (the normalized images of the dataset).
         probe_order: ``"split"``: the first ``n_probes`` of the split in its order;
             ``"balanced"``: taken alternately from the two classes of a task labelled +-1
@@ -105,7 +110,8 @@ class RunConfig:
     layers: Any = "output"
     stages: list[str] = field(default_factory=lambda: ["init", "trained"])
     channels: bool = False
-    n_probes: int = 500
+    views: list[str] | None = None
+    n_probes: int | None = 500
     probe_split: str = "test"
     probe_order: str = "split"
     probe_noise: float | str = 0.0
@@ -137,8 +143,18 @@ class RunConfig:
         if isinstance(self.shuffled, bool) or not isinstance(self.shuffled, int) \
                 or self.shuffled < 0:
             raise ValueError(f"shuffled must be a number of copies >= 0, got {self.shuffled!r}")
-        if self.n_probes < 2:
-            raise ValueError(f"n_probes must be >= 2, got {self.n_probes}")
+        if self.n_probes is not None and self.n_probes < 2:
+            raise ValueError(f"n_probes must be >= 2 (or None: all of the split), got "
+                             f"{self.n_probes}")
+        if self.views is not None:
+            self.views = list(self.views)
+            bad = [v for v in self.views if v not in VIEWS]
+            if bad or not self.views or len(set(self.views)) != len(self.views):
+                raise ValueError(f"views must be distinct names among {VIEWS} (or None: all), "
+                                 f"got {self.views}")
+            if not self.channels and set(self.views) != {"full"}:
+                raise ValueError(f"views {self.views} need channels=True (without it only the "
+                                 f"'full' view is measured)")
         params = set(inspect.signature(measure).parameters) - _MEASURE_OWN
         unknown = set(self.measure_kwargs) - params
         if unknown:
@@ -165,8 +181,8 @@ class RunConfig:
         the keys that only say where the run executes (device, data root, download)."""
         d = copy.deepcopy(self.to_dict())
         for key, default in _LATER_DEFAULTS.items():
-            if d.get(key) == default:
-                d.pop(key)
+            if d.get(key, default) == default:
+                d.pop(key, None)
         for path in _HASH_FREE:
             node = d
             for k in path[:-1]:
@@ -203,8 +219,9 @@ def run(cfg: RunConfig, root: str | Path, *, progress: bool = False) -> Path:
        stage's checkpoint and
        ``measure(model, probes, layers, perturbation, n_probes, seed=cfg.seed, channels,
        **measure_kwargs)``, with probes ``n_probes`` images of ``probe_split`` (``probe_order``)
-       (corrupted by ``probe_noise``); saved as ``sensitivity_<stage>.csv`` + sidecar, whose
-       config holds ``run``, ``stage``, ``copy``, ``epoch`` and the test error.
+       (corrupted by ``probe_noise``); the rows of ``views`` kept; saved as
+       ``sensitivity_<stage>.csv`` + sidecar, whose config holds ``run``, ``stage``, ``copy``,
+       ``epoch`` and the test error.
     3. ``done``: JSON ``{"hash", "stages", "tables", "test_error", "train_error",
        "epochs_run", "time"}``, written last.
 
@@ -247,6 +264,7 @@ def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
     result = train(cfg.train, folder / "train", resume=True, progress=progress, dataset=data)
     final = result.final or {}
     x = select_probes(data, cfg.n_probes, split=cfg.probe_split, order=cfg.probe_order)
+    n_probes = len(x) if cfg.n_probes is None else cfg.n_probes
     device = _resolve_device(cfg.train.device)
     tables = []
     for stage in cfg.stages:
@@ -265,13 +283,17 @@ def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
                 model, generator=torch.Generator().manual_seed(_shuffle_seed(cfg.seed, k)))
             res = measure(
                 net, x, layers=cfg.layers, perturbation=cfg.perturbation,
-                n_probes=cfg.n_probes, seed=cfg.seed, channels=cfg.channels, device=device,
+                n_probes=n_probes, seed=cfg.seed, channels=cfg.channels, device=device,
                 probe_noise=cfg.probe_noise_value, progress=progress, **cfg.measure_kwargs,
                 meta={"run": h, "stage": stage, "copy": k, "epoch": info.get("epoch"),
                       "checkpoint": str(ckpt.relative_to(folder)),
                       "test_error": (info.get("metrics") or {}).get("test_error"),
-                      "probe_split": cfg.probe_split, "probe_order": cfg.probe_order},
+                      "probe_split": cfg.probe_split, "probe_order": cfg.probe_order,
+                      **({"views": cfg.views} if cfg.views is not None else {})},
             )
+            if cfg.views is not None:
+                res = SensitivityResult(res.table[res.table.view.isin(cfg.views)]
+                                        .reset_index(drop=True), res.config, res.provenance)
             res.save(path)
     write_json(folder / "done", {
         "hash": h, "stages": list(cfg.stages), "tables": tables,

@@ -87,7 +87,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,11 +95,11 @@ import numpy as np
 
 from .. import _io
 from .._validate import check_types
-from ..probes import balanced_probes
 from ..provenance import config_hash, provenance
 
 __all__ = [
     "PRESETS",
+    "run_configs",
     "ScaleDetectionExperiment",
     "ScaleDetectionResult",
     "preset",
@@ -390,63 +389,94 @@ def _tidy(result, **cols):
     return df
 
 
-def _unit_dir(root: Path, stride: int, seed: int) -> Path:
+def run_configs(cfg: ScaleDetectionExperiment) -> list:
+    """The units: one :class:`~diffeosense.experiments.run.RunConfig` per (stride, seed), in
+    that order: ``cfg.train_config(stride, seed)``, measured at every layer (``channels``,
+    keeping the ``full`` and ``channel-mean`` views) at ``init`` and on the final weights
+    (``trained``: ``last.pt``, not ``best.pt``), on ``n_probes`` balanced test probes (None:
+    all), with the task's label-preserving pixel move, measurement seed = network seed."""
+    from ..probes import task_perturbation
+    from .run import RunConfig
+
+    move = task_perturbation(cfg.dataset_name())
+    return [RunConfig(train=cfg.train_config(s, seed), layers="all", stages=["init", "trained"],
+                      channels=True, views=list(_VIEWS), n_probes=cfg.n_probes,
+                      probe_order="balanced", perturbation=move, seed=seed,
+                      measure_kwargs={"batch_size": cfg.measure_batch_size,
+                                      "noise_match": cfg.noise_match,
+                                      "denominator": cfg.denominator})
+            for s in cfg.strides for seed in cfg.seeds]
+
+
+def _old_unit_dir(root: Path, stride: int, seed: int) -> Path:
+    """Where the code before the sweep engine kept a unit (``units/s{s}-seed{seed}``)."""
     return root / "units" / f"s{stride}-seed{seed}"
 
 
-def _run_unit(cfg: ScaleDetectionExperiment, stride: int, seed: int, udir: Path,
-              progress: bool) -> dict[str, Any]:
-    """Train (resumable; an ordinary ``diffeosense train`` run on the task's dataset spec),
-    measure the checkpoints at init and at the end; write the unit's files."""
-    from ..data import load_dataset
-    from ..data.scale_detection import ActivePixelMove
-    from ..sensitivity import SensitivityResult, measure
-    from ..train import load_checkpoint, train
+def _adopt_old_unit(c, old: Path, folder: Path) -> bool:
+    """Move the training run of an old-layout unit folder ``old`` into the unit's run folder
+    ``folder`` (when that has none), so that it is measured rather than trained again; a
+    training whose config is not this unit's is refused. Returns whether it moved."""
+    import os
 
-    tcfg = cfg.train_config(stride, seed)
-    ds = load_dataset(tcfg.data)  # the task named by the spec: the split of cfg.data_config()
-    t0 = time.perf_counter()
-    tres = train(tcfg, udir / "train", resume=True, progress=progress, dataset=ds)
-    train_time = time.perf_counter() - t0
-    move = ActivePixelMove(cfg.data_config(), label_preserving=True, boundary="clip")
-    probes = balanced_probes(ds.x_test, ds.y_test, cfg.n_probes)
-    n_probes = len(probes)
-    meta = {"experiment": "scale-detection", "stride": stride, "seed": seed,
-            "model": "cnn1d", "model_kwargs": cfg.model_kwargs(stride, seed)}
-    ckdir = udir / "train" / "checkpoints"
+    from ..train import _config_diff
 
-    def sens(state: str) -> SensitivityResult:
-        path = udir / f"{state}.csv"
-        if path.exists():
-            return SensitivityResult.load(path)
-        # init.pt: the seeded initialization; last.pt: the final weights (not best.pt).
-        model, _, _ = load_checkpoint(ckdir / ("init.pt" if state == "init" else "last.pt"))
-        res = measure(
-            model, probes, layers="all", perturbation=move, n_probes=n_probes,
-            batch_size=cfg.measure_batch_size, seed=seed, noise_match=cfg.noise_match,
-            denominator=cfg.denominator, channels=True, device=cfg.device,
-            meta={**meta, "state": state},
-        )
-        # Keep the full and channel-mean views (the per-channel rows are H times larger).
-        res = SensitivityResult(res.table[res.table.view.isin(_VIEWS)].reset_index(drop=True),
-                                res.config, res.provenance)
-        res.save(path)
-        return res
+    train_dir = old / "train"
+    if not (train_dir / "checkpoints" / "last.pt").is_file() or (folder / "train").exists():
+        return False
+    try:
+        written = json.loads((train_dir / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{old} (a unit folder of an earlier diffeosense) has an unreadable "
+                         f"train/config.json ({e}); move it away or delete it to retrain the "
+                         f"unit") from None
+    diff = _config_diff(written, c.train.to_dict())
+    if diff:
+        raise ValueError(f"{old} (a unit folder of an earlier diffeosense) trained another "
+                         f"config than this unit ({diff[0]}); move it away or delete it to "
+                         f"retrain the unit")
+    with _io.run_lock(folder):  # the sweep engine's lock on the unit's run folder
+        os.replace(train_dir, folder / "train")  # one rename: the training is in one place
+    return True
 
-    sens("init")
-    sens("trained")
-    final = tres.final or {}
-    info = {
-        "stride": stride, "seed": seed, "model_kwargs": cfg.model_kwargs(stride, seed),
-        "lr": tcfg.lr_value,
-        "epochs_run": len(tres.history), "stopped": tres.stopped,
+
+def _drop_old_unit(old: Path) -> None:
+    """Remove what an adopted old unit folder still holds (its tables and unit.json, now
+    remeasured in the run folder), then ``units/`` when empty."""
+    import shutil
+
+    if old.is_dir() and not (old / "train").exists():
+        shutil.rmtree(old)
+    try:
+        old.parent.rmdir()
+    except OSError:  # not empty (other units left) or already gone
+        pass
+
+
+def _unit_info(c, folder: Path, outcome: dict[str, Any]) -> dict[str, Any]:
+    """A finished unit's training outcome, from its run folder (``done``, ``train/``)."""
+    from .run import load_run
+
+    r = load_run(folder)
+    summary = json.loads((folder / "train" / "summary.json").read_text())
+    history = [json.loads(line) for line in
+               (folder / "train" / "metrics.jsonl").read_text().splitlines() if line]
+    final = summary.get("final") or {}
+    stride, seed = c.train.model_kwargs["stride"], c.train.seed
+    return {
+        "stride": stride, "seed": seed, "model_kwargs": c.train.model_kwargs,
+        "lr": c.train.lr_value, "epochs_run": r["done"]["epochs_run"],
+        "stopped": summary["stopped"],
         "train_loss": final.get("train_eval_loss", final.get("train_loss")),
         "train_error": final.get("train_eval_error", final.get("train_error")),
-        "test_error": final.get("test_error"), "n_probes": n_probes,
-        "train_seconds_this_call": train_time,
+        "test_error": final.get("test_error"),
+        "n_probes": int(r["tables"]["trained"].to_frame("full").iloc[-1].n_probes),
+        # Every epoch's time, summed over the calls that trained it (metrics.jsonl), and what
+        # this call spent on the unit (training and measuring; 0 when found finished).
+        "train_seconds": float(sum(m.get("time", 0.0) for m in history)),
+        "seconds_this_call": float(outcome.get("seconds", 0.0)),
+        "run": c.hash(),
     }
-    _io.write_json(udir / "unit.json", info)  # the commit point: the unit is finished
-    return info
 
 
 def _mix(a: int, b: int) -> int:
@@ -575,12 +605,20 @@ def _safe_fit(fit_exponent, k, values, law, k_lo, k_hi, name, err_name) -> dict[
 
 
 def run(cfg: ScaleDetectionExperiment | None = None, out_dir: str | Path = "runs",
-        progress: bool = True) -> ScaleDetectionResult:
+        progress: bool = True, *, backend: str = "local", workers: int | None = None,
+        **backend_options: Any) -> ScaleDetectionResult:
     """Train and measure every (stride, seed) unit, fit exponents, write the tables.
 
-    A pure function of ``cfg``: the results go to ``out_dir / f"scale-detection-{hash}"``;
-    finished units (``unit.json`` present) are loaded, not recomputed; a unit killed while
-    training resumes from its last epoch checkpoint. Every file is written atomically.
+    A pure function of ``cfg``: the results go to ``out_dir / f"scale-detection-{hash}"``.
+    The units (:func:`run_configs`) run through
+    :func:`~diffeosense.experiments.sweep.run_sweep` on ``backend`` (``"local"``: a pool of
+    ``workers`` processes, default the number of cores; ``"ray"``, ``"slurm"`` with their
+    ``backend_options``): finished units are loaded, not recomputed; a unit killed while
+    training resumes from its last epoch checkpoint. A unit that fails leaves its traceback in
+    its folder; the others finish, then ``RuntimeError`` names the failed ones. A unit folder
+    of the earlier layout (``units/s{s}-seed{seed}/train``) is adopted: its training moves
+    into the unit's run folder and is measured there, not repeated. Every file is written
+    atomically.
 
     Returns:
         :class:`ScaleDetectionResult` with the tables (also in the run folder).
@@ -588,16 +626,18 @@ def run(cfg: ScaleDetectionExperiment | None = None, out_dir: str | Path = "runs
     cfg = cfg or preset("small")
     root = Path(out_dir) / f"scale-detection-{cfg.folder_hash()}"
     with _io.run_lock(root):  # one process per run folder; a second gets RunFolderBusy
-        return _run_locked(cfg, root, progress)
+        return _run_locked(cfg, root, progress, backend, workers, backend_options)
 
 
-def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool
+def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool, backend: str,
+                workers: int | None, backend_options: dict[str, Any]
                 ) -> ScaleDetectionResult:  # fmt: skip
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from ..data.scale_detection import make_scale_detection
-    from ..sensitivity import SensitivityResult, aggregate
+    from ..sensitivity import aggregate
+    from .run import load_run, run_dir
+    from .sweep import run_sweep
 
     _io.clean_stale_temporaries(root)  # we own the folder: a .tmp left here is a killed write
     data = make_scale_detection(cfg.data_config())
@@ -608,26 +648,42 @@ def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool
     _io.write_json(root / "config.json", {"config": cfg.to_dict(), "resolved": cfg.resolved(),
                                           "config_hash": cfg.folder_hash(),
                                           "provenance": prov})
+    configs = run_configs(cfg)
+    runs = root / "runs"
+    olds = [_old_unit_dir(root, c.train.model_kwargs["stride"], c.train.seed) for c in configs]
+    for c, old in zip(configs, olds, strict=True):
+        if _adopt_old_unit(c, old, run_dir(c, runs)) and progress:
+            print(f"  unit {c.hash()}: adopted the training of {old}", flush=True)
+
+    def say(o: dict) -> None:
+        if progress:
+            print(f"  unit {o['hash']}: {o['status']} ({o['seconds']:.0f} s)"
+                  + (f" {o['error']}" if o.get("error") else ""), flush=True)
+
+    report = run_sweep(configs, runs, backend, workers=workers, on_result=say,
+                       **backend_options)
+    for o, old in zip(report.outcomes, olds, strict=True):
+        if o["status"] != "failed" and old.exists():
+            _drop_old_unit(old)
+    if report.failed:
+        failed = [f"stride {c.train.model_kwargs['stride']} seed {c.train.seed} "
+                  f"({run_dir(c, runs) / 'error.txt'})"
+                  for c, o in zip(configs, report.outcomes, strict=True)
+                  if o["status"] == "failed"]
+        raise RuntimeError(f"{len(failed)} unit(s) of the scale-detection experiment failed: "
+                           f"{'; '.join(failed)}; the others are kept: run again to retry")
     units, ran, skipped = [], [], []
     frames, per_state = [], {}
-    todo = [(s, seed) for s in cfg.strides for seed in cfg.seeds]
-    bar = tqdm(todo, desc="scale-detection", unit="unit", disable=not progress)
-    for s, seed in bar:
-        udir = _unit_dir(root, s, seed)
-        done = udir / "unit.json"
-        if done.exists():
-            info = json.loads(done.read_text())
-            skipped.append((s, seed))
-        else:
-            bar.set_postfix(stride=s, seed=seed)
-            info = _run_unit(cfg, s, seed, udir, progress=False)
-            ran.append((s, seed))
-        units.append(info)
+    for c, o in zip(configs, report.outcomes, strict=True):
+        s, seed = c.train.model_kwargs["stride"], c.train.seed
+        (skipped if o["status"] == "skipped" else ran).append((s, seed))
+        folder = run_dir(c, runs)
+        units.append(_unit_info(c, folder, o))
+        tables = load_run(folder)["tables"]
         for state in ("init", "trained"):
-            res = SensitivityResult.load(udir / f"{state}.csv")
+            res = tables[state]
             per_state.setdefault((s, state), []).append(res)
             frames.append(_tidy(res, stride=s, seed=seed, state=state))
-    bar.close()
     sensitivity = pd.concat(frames, ignore_index=True)
     agg_frames = []
     for (s, state), results in per_state.items():

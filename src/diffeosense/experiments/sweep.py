@@ -15,8 +15,9 @@ refused with the list of valid ones, as every value is checked by the config dat
     epochs = [2]                     #   train.epochs
     lr = [0.01]                      #   train.lr
     # any other TrainConfig field as "train.<field>", DataConfig as "train.data.<field>",
-    # RunConfig measurement field by name ("layers", "channels", "shuffled", "n_probes",
-    # "probe_noise", "stages", "perturbation", "measure_kwargs") or "measure.<field>"
+    # RunConfig measurement field by name ("layers", "channels", "views", "shuffled",
+    # "n_probes", "probe_noise", "stages", "perturbation", "measure_kwargs") or
+    # "measure.<field>"
 
     [train]                          # fixed TrainConfig fields (batch_size, optimizer, ...)
     batch_size = 64
