@@ -90,12 +90,13 @@ SD_FAST = ["--n-shuffles", "2", "--batch-size", "16", "--seed", "3",
 def sd_run(tmp_path_factory):
     """A unit of `diffeosense scale-detection` (lazy regime, N = 16, xi = 4, gap 2: 40 test
     pairs; stride 2, 3 layers of width 4, 2 epochs): its config and checkpoint folder."""
-    from diffeosense.experiments.scale_detection import preset, run
+    from diffeosense.experiments.scale_detection import preset, run, unit_folder
 
     cfg = preset("lazy", size=16, xi=4, gap=2, train_size=24, strides=(2,), depths=(3,),
                  width=4, epochs=2, seeds=(0,), measure_batch_size=64)
-    res = run(cfg, tmp_path_factory.mktemp("sd"), progress=False)
-    return cfg, res.out_dir / "units" / "s2-seed0" / "train" / "checkpoints"
+    out = tmp_path_factory.mktemp("sd")
+    run(cfg, out, progress=False)
+    return cfg, unit_folder(cfg, out, 2, 0) / "train" / "checkpoints"
 
 
 def _direct_report(cfg, checkpoint, n_probes, n_shuffles):
@@ -181,7 +182,7 @@ def test_scale_detection_clear_errors(sd_run, lenet_run, tmp_path, capsys):
     root = ck.parents[3]
     old = tmp_path / "old" / root.name
     shutil.copytree(root, old)
-    last = old / "units" / "s2-seed0" / "train" / "checkpoints" / "last.pt"
+    last = old / "runs" / ck.parents[1].name / "train" / "checkpoints" / "last.pt"
     blob = torch.load(last, weights_only=True)
     blob["config"]["data"]["name"] = "scale-detection-1d"
     torch.save(blob, last)

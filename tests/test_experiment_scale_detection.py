@@ -30,6 +30,7 @@ from diffeosense.experiments.scale_detection import (
     preset,
     run,
     theory_table,
+    unit_folder,
 )
 from diffeosense.models.cnn1d import homogeneous_pooling_net
 from diffeosense.sensitivity import measure
@@ -121,8 +122,8 @@ def test_tiny_experiment_end_to_end_resumes_and_is_deterministic(tmp_path):
     from diffeosense.data.scale_detection import make_scale_detection
     from diffeosense.train import load_checkpoint
 
-    _, tcfg, _ = load_checkpoint(root / "units" / "s2-seed0" / "train" / "checkpoints" /
-                                 "last.pt")
+    _, tcfg, _ = load_checkpoint(unit_folder(cfg, tmp_path, 2, 0) / "train" / "checkpoints"
+                                 / "last.pt")
     assert tcfg.data.name == cfg.dataset_name() and tcfg.data.name.startswith(
         "scale-detection-1d:size=16,xi=4.0,gap=2.0,task=distance")
     ds, data = load_dataset(tcfg.data), make_scale_detection(cfg.data_config())
@@ -136,14 +137,31 @@ def test_tiny_experiment_end_to_end_resumes_and_is_deterministic(tmp_path):
     # Resumption: a unit whose measurement after training was lost (killed before its end)
     # is completed from its training checkpoint; a unit removed entirely is retrained from
     # scratch. Both give the same numbers as before (deterministic for a seed).
-    u1 = root / "units" / "s1-seed0"
-    (u1 / "unit.json").unlink()
-    (u1 / "trained.csv").unlink()
-    shutil.rmtree(root / "units" / "s2-seed0")
+    u1 = unit_folder(cfg, tmp_path, 1, 0)
+    (u1 / "done").unlink()
+    (u1 / "sensitivity_trained.csv").unlink()
+    shutil.rmtree(unit_folder(cfg, tmp_path, 2, 0))
     third = run(cfg, tmp_path, progress=False)
     assert sorted(third.units_run) == [(1, 0), (2, 0)]
     cols = ["stride", "seed", "state", "layer", "D", "G", "R", "D_se", "G_se", "R_se"]
     pd.testing.assert_frame_equal(third.sensitivity[cols], first.sensitivity[cols])
+
+    # A folder of the earlier layout (units/s{s}-seed{seed}/ with train/, init.csv,
+    # trained.csv, unit.json) is adopted: its training moves into the unit's run folder and
+    # is measured there, not repeated; the tables are the same.
+    import os
+
+    for s in (1, 2):
+        new, old = unit_folder(cfg, tmp_path, s, 0), root / "units" / f"s{s}-seed0"
+        old.mkdir(parents=True)
+        os.replace(new / "train", old / "train")
+        (old / "unit.json").write_text("{}")
+        shutil.rmtree(new)
+    metrics = (root / "units" / "s2-seed0" / "train" / "metrics.jsonl").read_bytes()
+    adopted = run(cfg, tmp_path, progress=False)
+    assert not (root / "units").exists()
+    assert (unit_folder(cfg, tmp_path, 2, 0) / "train" / "metrics.jsonl").read_bytes() == metrics
+    pd.testing.assert_frame_equal(adopted.sensitivity[cols], first.sensitivity[cols])
 
     # More seeds: same run folder (the hash leaves the seeds out), old units re-used.
     more = run(_tiny(seeds=(0, 1)), tmp_path, progress=False)
@@ -298,3 +316,18 @@ def test_feature_learning_regime_moves_the_slopes(tmp_path):
     assert d_trained < d_init - 0.07, (d_init, d_trained)
     assert g_trained > g_init + 0.07, (g_init, g_trained)
     assert ex.loc[("trained", "R"), "seed_mean"] < -0.15
+
+
+def test_a_failing_unit_is_named_and_the_others_kept(tmp_path):
+    """The units are sweep runs: one that raises leaves its traceback in its run folder and
+    is named; the other unit finishes and is not trained again by the next call."""
+    from diffeosense.experiments.run import run_status
+
+    cfg = _tiny()
+    bad = unit_folder(cfg, tmp_path, 1, 0)
+    bad.mkdir(parents=True)
+    (bad / "train").write_text("not a folder")  # the unit's training cannot start
+    with pytest.raises(RuntimeError, match=r"1 unit\(s\).*stride 1 seed 0 .*error.txt"):
+        run(cfg, tmp_path, progress=False, workers=1)
+    assert run_status(bad) == "failed" and (bad / "error.txt").read_text()
+    assert run_status(unit_folder(cfg, tmp_path, 2, 0)) == "done"

@@ -8,7 +8,7 @@ It runs (or finds finished in RUNS_DIR, default ``runs``) the scale-detection ex
 preset (the former small one) with seed 0 (`diffeosense scale-detection --preset lazy --seeds 1
 --out runs` is the same run), then, for each stride s in (1, 2), the one CLI command
 
-    ck=runs/scale-detection-<hash>/units/s{s}-seed0/train/checkpoints
+    ck=runs/scale-detection-<hash>/runs/<unit hash>/train/checkpoints   # unit_folder(cfg, runs, s, 0)
     task=scale-detection-1d:size=64,xi=8.0,gap=2.0,task=distance,amplitude=none,test_size=none
     diffeosense pooling --checkpoint $ck/last.pt --init-checkpoint $ck/init.pt --data $task \\
         --n-shuffles 3 --init-shuffles 3 --n-probes all --denominator pairs-incl-diag \\
@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from diffeosense.cli import main as cli
-from diffeosense.experiments.scale_detection import preset, run
+from diffeosense.experiments.scale_detection import preset, run, unit_folder
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,7 +43,7 @@ def main(runs: str = "runs", out_dir: Path = HERE, **overrides) -> None:
     cfg = preset("lazy", **{"seeds": (0,), **overrides})  # the former "small" preset
     result = run(cfg, runs, progress=False)
     for stride in cfg.strides:
-        ck = result.out_dir / "units" / f"s{stride}-seed0" / "train" / "checkpoints"
+        ck = unit_folder(result.config, runs, stride, 0) / "train" / "checkpoints"
         rc = cli(["pooling", "--checkpoint", str(ck / "last.pt"),
                   "--init-checkpoint", str(ck / "init.pt"), "--data", cfg.dataset_name(),
                   "--n-shuffles", "3", "--init-shuffles", "3", "--n-probes", "all",

@@ -100,6 +100,7 @@ from ..provenance import config_hash, provenance
 __all__ = [
     "PRESETS",
     "run_configs",
+    "unit_folder",
     "ScaleDetectionExperiment",
     "ScaleDetectionResult",
     "preset",
@@ -406,6 +407,18 @@ def run_configs(cfg: ScaleDetectionExperiment) -> list:
                                       "noise_match": cfg.noise_match,
                                       "denominator": cfg.denominator})
             for s in cfg.strides for seed in cfg.seeds]
+
+
+def unit_folder(cfg: ScaleDetectionExperiment, out_dir: str | Path, stride: int,
+                seed: int) -> Path:
+    """The run folder of the (stride, seed) unit of ``cfg`` run into ``out_dir``:
+    ``out_dir / scale-detection-<hash> / runs / <RunConfig hash>`` (its ``train/checkpoints``
+    hold ``init.pt`` and ``last.pt``, what ``diffeosense pooling --checkpoint`` reads)."""
+    from .run import run_dir
+
+    (c,) = [c for c in run_configs(cfg)
+            if c.train.model_kwargs["stride"] == stride and c.train.seed == seed]
+    return run_dir(c, Path(out_dir) / f"scale-detection-{cfg.folder_hash()}" / "runs")
 
 
 def _old_unit_dir(root: Path, stride: int, seed: int) -> Path:
