@@ -84,6 +84,7 @@ so a re-run with more seeds re-uses the finished ones)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -317,30 +318,31 @@ class ScaleDetectionExperiment:
         return config_hash(d)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, ScaleDetectionExperiment] = {
     # The authors' 1D setting (science.md §1b): block task, N = 128, xi = 32, gap 0, pixel
     # value sqrt(N/2) = 8, F = 2, 7 layers (the strided net pools blocks of 2^7 = 128), H = 128,
     # NTK convolutions, mean-field readout, lr 0.01 * H, batch 8, P = 1024 (the rest, 2944
     # pairs, is the test split), probes a balanced tenth of all 8128 pairs (812). Stride 2
     # only: the unstrided net of the same depth (receptive field 8, invariant to circular
     # shifts) stayed at chance on these labels (train error 0.50 after 3 epochs, 13 s each).
-    "small": {"n_probes": 812},
+    "small": ScaleDetectionExperiment(preset="small", n_probes=812),
     # Stride 1 in the same regime, on a task it can solve: a translation-invariant net (circular
     # padding, global pooling) cannot fit the block labels, and with F = 2 it needs a receptive
     # field > xi, so the distance task at N = 64, xi = 8, gap 2 (as ``lazy``), L = 8 layers
     # (receptive field 9), P = 512, pixel value sqrt(N/2); probes: the whole test split.
-    "small-stride1": {"size": 64, "xi": 8, "gap": 2, "task": "distance",
-                      "amplitude": math.sqrt(32), "train_size": 512, "strides": (1,),
-                      "depths": (8,)},
+    "small-stride1": ScaleDetectionExperiment(
+        preset="small-stride1", size=64, xi=8, gap=2, task="distance",
+        amplitude=math.sqrt(32), train_size=512, strides=(1,), depths=(8,)),
     # The same at the paper's width and 10 seeds (a GPU machine: --device cuda).
-    "paper": {"n_probes": 812, "width": 1000, "seeds": tuple(range(10))},
+    "paper": ScaleDetectionExperiment(preset="paper", n_probes=812, width=1000,
+                                      seeds=tuple(range(10))),
     # The earlier setting, kept for the contrast (lazy regime): standard parametrization, He
     # init, standard readout, unscaled lr 0.01, amplitude N/2, distance task (N = 64, xi = 8,
     # gap 2, P = 512), batch 32. s = 1 with L = 8 (receptive field 9 > xi), s = 2 with L = 6.
-    "lazy": {"size": 64, "xi": 8, "gap": 2, "task": "distance", "amplitude": None,
-             "train_size": 512, "strides": (1, 2), "depths": (8, 6), "width": 64,
-             "parametrization": "standard", "readout": "standard", "init": "kaiming",
-             "lr_scaling": "none", "batch_size": 32},
+    "lazy": ScaleDetectionExperiment(
+        preset="lazy", size=64, xi=8, gap=2, task="distance", amplitude=None,
+        train_size=512, strides=(1, 2), depths=(8, 6), width=64, parametrization="standard",
+        readout="standard", init="kaiming", lr_scaling="none", batch_size=32),
 }
 
 
@@ -349,7 +351,7 @@ def preset(name: str = "small", **overrides: Any) -> ScaleDetectionExperiment:
     overridden."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
-    return ScaleDetectionExperiment(**{"preset": name, **PRESETS[name], **overrides})
+    return dataclasses.replace(PRESETS[name], **overrides)
 
 
 @dataclass
