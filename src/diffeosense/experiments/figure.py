@@ -155,16 +155,11 @@ class FigureContext:
     def sweep_report(self, configs: list, root: Path):
         """:func:`~diffeosense.experiments.sweep.run_sweep` of ``configs`` into ``root`` with
         the options' backend, printing one line per unit unless ``progress`` is off."""
-        from .sweep import run_sweep
+        from .sweep import outcome_printer, run_sweep
 
         opts = self.options
-
-        def say(o: dict) -> None:
-            if opts.progress:
-                print(f"  run {o['hash']}: {o['status']} ({o['seconds']:.0f} s)"
-                      + (f" {o['error']}" if o.get("error") else ""), flush=True)
-
-        return run_sweep(configs, root, opts.backend, workers=opts.workers, on_result=say,
+        return run_sweep(configs, root, opts.backend, workers=opts.workers,
+                         on_result=outcome_printer("run", opts.progress),
                          **opts.backend_options)
 
     def require_done(self, configs: list, at_least: int | None = None) -> list:

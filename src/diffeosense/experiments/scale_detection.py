@@ -652,7 +652,7 @@ def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool, backe
     from ..data.scale_detection import make_scale_detection
     from ..sensitivity import aggregate
     from .run import load_run, run_dir
-    from .sweep import run_sweep
+    from .sweep import outcome_printer, run_sweep
 
     _io.clean_stale_temporaries(root)  # we own the folder: a .tmp left here is a killed write
     data = make_scale_detection(cfg.data_config())
@@ -670,23 +670,14 @@ def _run_locked(cfg: ScaleDetectionExperiment, root: Path, progress: bool, backe
         if _adopt_old_unit(c, old, run_dir(c, runs)) and progress:
             print(f"  unit {c.hash()}: adopted the training of {old}", flush=True)
 
-    def say(o: dict) -> None:
-        if progress:
-            print(f"  unit {o['hash']}: {o['status']} ({o['seconds']:.0f} s)"
-                  + (f" {o['error']}" if o.get("error") else ""), flush=True)
-
-    report = run_sweep(configs, runs, backend, workers=workers, on_result=say,
-                       **backend_options)
+    report = run_sweep(configs, runs, backend, workers=workers,
+                       on_result=outcome_printer("unit", progress), **backend_options)
     for o, old in zip(report.outcomes, olds, strict=True):
         if o["status"] != "failed" and old.exists():
             _drop_old_unit(old)
-    if report.failed:
-        failed = [f"stride {c.train.model_kwargs['stride']} seed {c.train.seed} "
-                  f"({run_dir(c, runs) / 'error.txt'})"
-                  for c, o in zip(configs, report.outcomes, strict=True)
-                  if o["status"] == "failed"]
-        raise RuntimeError(f"{len(failed)} unit(s) of the scale-detection experiment failed: "
-                           f"{'; '.join(failed)}; the others are kept: run again to retry")
+    report.raise_if_failed(configs, "the scale-detection experiment",
+                           lambda c: f"stride {c.train.model_kwargs['stride']} seed "
+                                     f"{c.train.seed}")
     units, ran, skipped = [], [], []
     frames, per_state = [], {}
     for c, o in zip(configs, report.outcomes, strict=True):

@@ -261,7 +261,7 @@ def _run_locked(cfg: DeepScaleDetectionExperiment, root: Path, progress: bool, b
     import pandas as pd
 
     from .run import load_run, run_dir
-    from .sweep import run_sweep
+    from .sweep import outcome_printer, run_sweep
 
     _io.clean_stale_temporaries(root)  # we own the folder: a .tmp left here is a killed write
     prov = provenance()
@@ -269,20 +269,10 @@ def _run_locked(cfg: DeepScaleDetectionExperiment, root: Path, progress: bool, b
                                           "config_hash": cfg.folder_hash(), "provenance": prov})
     configs = run_configs(cfg)
 
-    def say(o: dict) -> None:
-        if progress:
-            print(f"  unit {o['hash']}: {o['status']} ({o['seconds']:.0f} s)"
-                  + (f" {o['error']}" if o.get("error") else ""), flush=True)
-
-    report = run_sweep(configs, root / "runs", backend, workers=workers, on_result=say,
-                       **backend_options)
-    if report.failed:
-        failed = [f"{c.train.model} seed {c.train.seed} "
-                  f"({run_dir(c, root / 'runs') / 'error.txt'})"
-                  for c, o in zip(configs, report.outcomes, strict=True)
-                  if o["status"] == "failed"]
-        raise RuntimeError(f"{len(failed)} unit(s) of the 2D experiment failed: "
-                           f"{'; '.join(failed)}; the others are kept: run again to retry")
+    report = run_sweep(configs, root / "runs", backend, workers=workers,
+                       on_result=outcome_printer("unit", progress), **backend_options)
+    report.raise_if_failed(configs, "the 2D experiment",
+                           lambda c: f"{c.train.model} seed {c.train.seed}")
     frames, rows, ran, skipped = [], [], [], []
     for c, o in zip(configs, report.outcomes, strict=True):
         model_name, seed = c.train.model, c.train.seed

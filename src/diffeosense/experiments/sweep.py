@@ -58,7 +58,7 @@ from .run import RunConfig, run_dir, run_status
 
 __all__ = [
     "SweepConfig", "GRID_ALIASES", "load_sweep", "parse_sweep", "expand", "plan",
-    "run_sweep", "SweepReport",
+    "run_sweep", "SweepReport", "outcome_printer",
 ]
 
 # Short names of the grid axes -> where they go in the RunConfig dict.
@@ -215,11 +215,36 @@ class SweepReport:
     def failed(self) -> list[dict[str, Any]]:
         return [o for o in self.outcomes if o["status"] == "failed"]
 
+    def raise_if_failed(self, configs: list[RunConfig], what: str,
+                        describe: Any = None) -> None:
+        """After every unit ran: ``RuntimeError`` naming the failed units of ``configs`` (in
+        the order of :attr:`outcomes`) by ``describe(config)`` and their ``error.txt``; the
+        finished units are kept, and running again retries only the failed ones."""
+        describe = describe or (lambda c: c.hash())
+        failed = [f"{describe(c)} ({run_dir(c, self.root) / 'error.txt'})"
+                  for c, o in zip(configs, self.outcomes, strict=True) if o["status"] == "failed"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} unit(s) of {what} failed: {'; '.join(failed)}; "
+                               f"the others are kept: run again to retry")
+
     def counts(self) -> dict[str, int]:
         c = {"done": 0, "skipped": 0, "failed": 0}
         for o in self.outcomes:
             c[o["status"]] += 1
         return c
+
+
+def outcome_printer(label: str = "run", enabled: bool = True):
+    """An ``on_result`` for :func:`run_sweep` printing one line per unit
+    (``  run <hash>: done (12 s)``, with the error of a failed one); None when disabled."""
+    if not enabled:
+        return None
+
+    def say(o: dict[str, Any]) -> None:
+        print(f"  {label} {o['hash']}: {o['status']} ({o['seconds']:.0f} s)"
+              + (f" {o['error']}" if o.get("error") else ""), flush=True)
+
+    return say
 
 
 def run_sweep(
