@@ -70,8 +70,8 @@ True
 from __future__ import annotations
 
 import contextlib
-import functools
 import dataclasses
+import functools
 import inspect
 import math
 import warnings
