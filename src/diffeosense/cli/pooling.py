@@ -62,14 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shuffle-outputs", action="store_true",
                    help="permute the output channels of every convolution as well")
     _o.add_measure_options(p, _MEASURED, types={"n_probes": _o.n_probes_or_all}, help={
-        "layers": "'all', kinds joined by '+' (conv+activation), or comma-separated layer "
-        "names (default all)",
         "n_probes": "test images used, or 'all' (default 500; on a scale-detection task the "
         "first of the class-balanced test split)",
-        "perturbation": "perturbation spec (default diffeo: 1 px displacement, cut 3; on a "
-        "scale-detection task, the task's label-preserving pixel move)",
-        "seed": "seed of the diffeos, noise and permutations (default 0)",
-        "denominator": "E||f(x1)-f(x2)||^2 convention (see `diffeosense measure`)"})
+        "seed": "seed of the diffeos, noise and permutations (default 0)"})
     _o.add_device_option(p)
     _o.add_output_options(p, plot_help="skip the PNGs")
     p.set_defaults(func=run)
