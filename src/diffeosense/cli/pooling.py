@@ -95,13 +95,13 @@ def _run_locked(args: argparse.Namespace) -> int:
         if args.data is None:
             _check_task_named(source.checkpoint, source.train_config.data)
         if args.init_checkpoint:
-            init = resolve_model(checkpoint=args.init_checkpoint)
-            icfg, tcfg = init.train_config, source.train_config
+            init_source = resolve_model(checkpoint=args.init_checkpoint)
+            icfg, tcfg = init_source.train_config, source.train_config
             if icfg.model != tcfg.model or icfg.model_kwargs != tcfg.model_kwargs:
                 raise ValueError(f"--init-checkpoint holds {icfg.model}({icfg.model_kwargs}), "
                                  f"--checkpoint {tcfg.model}({tcfg.model_kwargs}): give the "
                                  f"same net")
-            init_model = init.model
+            init_model = init_source.model
     data = resolve_data(args.data, source, root=args.data_root, download=not args.no_download,
                         n_probes=args.n_probes)
     x = data.probes
