@@ -668,6 +668,17 @@ def _measure(
     return _result(accs, cfg, start, tap.method, meta, provenance())
 
 
+def _signature() -> inspect.Signature:
+    """``measure``'s signature as introspection shows it: its options, then ``config``."""
+    sig = inspect.signature(_measure)
+    config = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                               annotation="MeasureConfig | None")
+    return sig.replace(parameters=[*sig.parameters.values(), config])
+
+
+measure.__signature__ = _signature()  # what callers (and sweep files) may pass
+
+
 @contextlib.contextmanager
 def _batchnorm_mode(model: nn.Module, mode: str, streams: int) -> Iterator[None]:
     """With ``mode == "batch"``, every BatchNorm module of ``model`` normalizes each of the
