@@ -72,6 +72,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import math
 import warnings
 from collections.abc import Iterable, Iterator
@@ -492,31 +493,13 @@ def _shape_error(model: nn.Module, x: Tensor, err: Exception) -> ValueError:
                       f"(batch first).{hint} ({type(err).__name__}: {err})")
 
 
-def measure(
-    model: nn.Module,
-    data,
-    layers: LayerSpec = "all",
-    perturbation: Any = "diffeo",
-    n_probes: int = 500,
-    batch_size: int = 128,
-    *,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    device: str | torch.device | None = None,
-    noise_match: str = "sample",
-    noise_rectify: bool = False,
-    denominator: str = "streaming",
-    statistic: str = "mean",
-    channels: bool = False,
-    se_block: int = 50,
-    n_bootstrap: int = 200,
-    method: str = "auto",
-    batchnorm: str = "eval",
-    probe_noise: float = 0.0,
-    progress: bool = False,
-    meta: dict | None = None,
-) -> SensitivityResult:
+def measure(model: nn.Module, data, *args: Any, config: MeasureConfig | None = None,
+            **overrides: Any) -> SensitivityResult:
     """Measure D, G and R of ``model`` at the requested layers on the first ``n_probes`` inputs.
+
+    The options are keywords (below), or a :class:`MeasureConfig` ``config`` (e.g. the one
+    saved beside a result, to replay it) whose fields the explicit keywords override:
+    ``measure(model, x, config=c, seed=1)`` is ``measure(model, x, **{**asdict(c), "seed": 1})``.
 
     Args:
         model: any ``nn.Module`` taking ``x: [B, C, H, W]`` (or any ``[B, ...]`` the
@@ -524,6 +507,8 @@ def measure(
             mode is restored afterwards and parameters are never modified.
         data: a tensor of inputs ``[N, ...]``, an ``(x, y)`` tuple, a ``Dataset`` (items ``x``
             or ``(x, y)``) or a ``DataLoader``; the first ``n_probes`` inputs are the probes.
+        config: the measurement options as one :class:`MeasureConfig` (default: the keywords'
+            defaults).
         layers: ``"all"``, a kind preset (``"modules"``, ``"conv+activation"``), a list of names,
             or a predicate ``Layer -> bool`` (see :mod:`diffeosense.layers`).
         perturbation: a :class:`~diffeosense.perturbations.Perturbation`, a callable
@@ -552,6 +537,51 @@ def measure(
     Returns:
         :class:`SensitivityResult`.
     """
+    if config is None:
+        config = MeasureConfig()
+    elif not isinstance(config, MeasureConfig):
+        raise TypeError(f"config must be a MeasureConfig, got {type(config).__name__}")
+    names = list(inspect.signature(_measure).parameters)[2:]
+    if len(args) > _N_POSITIONAL:
+        raise TypeError(f"measure() takes at most {_N_POSITIONAL} positional options "
+                        f"({', '.join(names[:_N_POSITIONAL])}), got {len(args)}")
+    given = dict(zip(names, args, strict=False))
+    twice = sorted(set(given) & set(overrides))
+    unknown = sorted(set(overrides) - set(names))
+    if twice or unknown:
+        raise TypeError(f"measure() got {'unknown' if unknown else 'repeated'} option(s) "
+                        f"{', '.join(unknown or twice)}; known: {', '.join(names)}")
+    return _measure(model, data, **{**dataclasses.asdict(config), **given, **overrides})
+
+
+_N_POSITIONAL = 4  # layers, perturbation, n_probes, batch_size
+
+
+def _measure(
+    model: nn.Module,
+    data,
+    layers: LayerSpec = "all",
+    perturbation: Any = "diffeo",
+    n_probes: int = 500,
+    batch_size: int = 128,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    noise_match: str = "sample",
+    noise_rectify: bool = False,
+    denominator: str = "streaming",
+    statistic: str = "mean",
+    channels: bool = False,
+    se_block: int = 50,
+    n_bootstrap: int = 200,
+    method: str = "auto",
+    batchnorm: str = "eval",
+    probe_noise: float = 0.0,
+    progress: bool = False,
+    meta: dict | None = None,
+) -> SensitivityResult:
+    """:func:`measure` with its options as keywords."""
     from ._validate import check_device
     from .provenance import provenance
 
@@ -636,6 +666,17 @@ def measure(
         warnings.warn(f"data holds only {start} probes (n_probes={cfg.n_probes} asked); "
                       f"measured on {start}", stacklevel=2)
     return _result(accs, cfg, start, tap.method, meta, provenance())
+
+
+def _signature() -> inspect.Signature:
+    """``measure``'s signature as introspection shows it: its options, then ``config``."""
+    sig = inspect.signature(_measure)
+    config = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                               annotation="MeasureConfig | None")
+    return sig.replace(parameters=[*sig.parameters.values(), config])
+
+
+measure.__signature__ = _signature()  # what callers (and sweep files) may pass
 
 
 @contextlib.contextmanager

@@ -1,7 +1,10 @@
 """The ``diffeosense`` command line: one sub-module per command group, at the edge.
 
 Each module in ``_COMMANDS`` defines ``register(subparsers)`` which adds its
-sub-command(s) and sets ``func`` on the parsed namespace.
+sub-command(s) and sets ``func`` on the parsed namespace. Options that several commands
+take (measurement, backend, model/data source, output/progress/device) are defined once, in
+:mod:`diffeosense.cli._options`; what a measurement runs on (checkpoint or model, dataset,
+probes, device) is resolved once, by :mod:`diffeosense.sources`.
 
 Errors. The library's expected errors (a bad value, a missing file, a folder in use, no
 permission, no space left) reach the user as one line ``diffeosense CMD: error: ...`` and

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from . import _options as _o
+
 _MEASURE_EXAMPLES = """examples:
   diffeosense measure --model lenet --data mnist-embedded --out runs/lenet-init
   diffeosense measure --checkpoint runs/v/checkpoints/best.pt --layers all --n-probes 500 \\
@@ -34,60 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sensitivity.csv (tidy table), sensitivity.meta.json (config, seed, provenance) and "
         "sensitivity.png (D, G, R against depth) into --out.",
         epilog=_MEASURE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="a registered model name, at initialization "
-                     "(e.g. lenet, vgg11, resnet18, simplecnn)")
-    src.add_argument("--checkpoint", help="a checkpoint written by `diffeosense train`")
-    p.add_argument("--model-seed", type=int, default=0,
-                   help="seed of the initialization for --model (default 0)")
-    p.add_argument("--data", default=None, help="dataset name (default: the checkpoint's "
-                   "dataset, else mnist-embedded)")
-    p.add_argument("--data-root", default=None, help="folder of the torchvision datasets")
-    p.add_argument("--no-download", action="store_true",
-                   help="never try to download a missing dataset")
-    p.add_argument("--layers", default="all", help="'all', 'modules', kinds joined by '+' "
-                   "(conv+activation), or comma-separated layer names (default all)")
-    p.add_argument("--n-probes", type=int, default=500,
-                   help="test images used (default 500; on a scale-detection task taken "
-                   "alternately from its two classes)")
-    p.add_argument("--batch-size", type=int, default=128,
-                   help="probes per forward pass; does not change the result (default 128)")
-    p.add_argument("--perturbation", default=None,
-                   help="perturbation spec, e.g. diffeo or diffeo:cut=3,displacement=1.0 "
-                   "(default: the paper's diffeo, 1 px displacement, cut 3; for the "
-                   "scale-detection data, the task's move, pixel-move)")
-    p.add_argument("--seed", type=int, default=0, help="seed of diffeos and noise (default 0)")
-    p.add_argument("--noise-match", choices=["sample", "batch"], default="sample",
-                   help="noise norm matched per image (default) or to the batch mean")
-    p.add_argument("--noise-rectify", action="store_true",
-                   help="use rectified (non-negative) noise directions")
-    p.add_argument("--denominator", default="streaming",
-                   choices=["streaming", "pairs-incl-diag", "pairs-excl-diag"],
-                   help="E||f(x1)-f(x2)||^2 convention: streaming (= pairs-excl-diag, unbiased; "
-                   "default) or pairs-incl-diag (the authors' cdist().mean(), x (N-1)/N)")
-    p.add_argument("--statistic", choices=["mean", "median", "component-median"],
-                   default="mean",
-                   help="numerator over probes, Delta = f(tau x) - f(x): mean of ||Delta||^2 "
-                   "(default), median of ||Delta||^2 over probes, or component-median = "
-                   "sum_j median_i Delta_ij^2 (the authors' median; memory n_probes x size)")
-    p.add_argument("--batchnorm", choices=["eval", "batch"], default="eval",
-                   help="BatchNorm statistics: eval = running statistics, the model as given "
-                   "(default); batch = each of x, tau x, x + eta normalized by its own "
-                   "statistics over all probes (the authors' convention at initialization; "
-                   "--batch-size is then ignored)")
-    p.add_argument("--noise", type=float, default=0.0,
-                   help="measure on probes corrupted by Gaussian noise of this L2 norm, the "
-                   "corruption of `train --noise` (default 0: clean probes)")
-    p.add_argument("--channels", action="store_true",
-                   help="also per-channel rows and the channel-averaged representation")
-    p.add_argument("--method", choices=["auto", "fx", "hooks"], default="auto",
-                   help="layer discovery: torch.fx, forward hooks, or fx with hook fallback")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--format", choices=["csv", "parquet", "json"], default="csv",
-                   help="table format (default csv)")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _o.add_source_options(
+        p, model_help="a registered model name, at initialization (e.g. lenet, vgg11, "
+        "resnet18, simplecnn)",
+        data_help="dataset name (default: the checkpoint's dataset, else mnist-embedded)")
+    _o.add_measure_options(p)
+    _o.add_device_option(p)
+    _o.add_output_options(p)
     p.set_defaults(func=run_measure)
 
     q = subparsers.add_parser(
@@ -107,10 +62,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_plot)
 
 
-def _layers(spec: str):
-    return [s.strip() for s in spec.split(",") if s.strip()] if "," in spec else spec
-
-
 def run_measure(args: argparse.Namespace) -> int:
     from .._io import run_lock
 
@@ -120,62 +71,22 @@ def run_measure(args: argparse.Namespace) -> int:
 
 
 def _measure_locked(args: argparse.Namespace) -> int:
-    import torch
+    from ..sensitivity import MeasureConfig, measure
+    from ..sources import check_fits, resolve_data, resolve_device, resolve_model
 
-    from ..sensitivity import measure
-
-    meta: dict = {}
-    data_cfg = None
-    if args.checkpoint:
-        from ..train import load_checkpoint
-
-        path = Path(args.checkpoint)
-        if not path.exists():
-            raise FileNotFoundError(f"no checkpoint {path}")
-        model, tcfg, info = load_checkpoint(path)
-        data_name = args.data or tcfg.data.name
-        if args.data is None:
-            data_cfg = tcfg.data  # the run's own split (P, seed), e.g. a generated task
-        meta.update(model=tcfg.model, checkpoint=str(path), epoch=info.get("epoch"))
-    else:
-        from ..models import create_model
-
-        data_name = args.data or "mnist-embedded"
-        model = None
-        meta.update(model=args.model, model_seed=args.model_seed)
-    import dataclasses
-
-    from ..data import DataConfig, load_dataset
-
-    data_cfg = data_cfg or DataConfig(name=data_name)
-    ds = load_dataset(dataclasses.replace(data_cfg, root=args.data_root or data_cfg.root,
-                                          download=not args.no_download))
-    from ..data.scale_detection import is_task_dataset
-    from ..probes import balanced_probes, task_perturbation
-
-    x, y = (ds.x_test, ds.y_test) if ds.x_test is not None else (ds.x_train, ds.y_train)
-    perturbation = args.perturbation
-    if is_task_dataset(data_name):
-        # The experiments' conventions: class-balanced probes, the task's pixel move.
-        x = balanced_probes(x, y, None)
-        perturbation = perturbation or task_perturbation(data_name)
-        meta.update(probes="split taken alternately from the two classes (balanced)")
-    perturbation = perturbation or "diffeo"
-    if model is None:
-        # Seeded initialization through a local generator state (never the global seed).
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.model_seed)
-            model = create_model(args.model, in_channels=x.shape[1],
-                                 num_classes=ds.num_classes)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    meta.update(data=data_name, label=meta.get("model"))
-    res = measure(model, x, layers=_layers(args.layers), perturbation=perturbation,
-                  n_probes=args.n_probes, batch_size=args.batch_size, seed=args.seed,
-                  device=device, noise_match=args.noise_match, noise_rectify=args.noise_rectify,
-                  denominator=args.denominator, statistic=args.statistic,
-                  channels=args.channels, method=args.method, batchnorm=args.batchnorm,
-                  probe_noise=args.noise,
-                  progress=not args.no_progress, meta=meta)
+    source = resolve_model(checkpoint=args.checkpoint, model=args.model,
+                           model_seed=args.model_seed)
+    # --data with a checkpoint: that dataset's own default split (pooling keeps the
+    # checkpoint's P and seed for the same dataset; measure never did).
+    data = resolve_data(args.data, source, root=args.data_root, download=not args.no_download,
+                        keep_split=False)
+    model = source.build(data)
+    check_fits(model, source.name, data.probes, data.name, _o.fit_hint(source))
+    options = _o.measure_options(args)
+    options["perturbation"] = options["perturbation"] or data.perturbation
+    meta = {**source.meta, **data.meta, "label": source.name}
+    res = measure(model, data.probes, config=MeasureConfig(**options),
+                  device=resolve_device(args.device), progress=not args.no_progress, meta=meta)
     out = Path(args.out)
     from .._io import check_run_folder
 

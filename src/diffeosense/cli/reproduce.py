@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from . import _options as _o
+
 _EXAMPLES = """examples:
   diffeosense reproduce noisy-training --scale quick --out results/reproduce-quick
   diffeosense reproduce all --scale quick --workers 2 --out results/reproduce-quick
@@ -37,34 +39,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", choices=SCALES, default="quick",
                    help="quick (embedded MNIST, small nets, CPU) or paper (CIFAR-10, the "
                    "paper's recipe, GPU cluster); default quick")
-    p.add_argument("--out", required=True, help="output folder (report.html goes here)")
-    p.add_argument("--backend", choices=["local", "ray", "slurm"], default="local",
-                   help="where the runs execute (see `diffeosense sweep --help`)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="runs at once (default: the number of cores)")
-    p.add_argument("--device", default="cpu", help="training/measuring device (default cpu)")
-    p.add_argument("--data-root", default=None, help="folder of the torchvision datasets")
-    g = p.add_argument_group("ray / slurm (as `diffeosense sweep`)")
-    g.add_argument("--address", default=None, help="Ray cluster address")
-    g.add_argument("--partition", default=None, help="SLURM partition")
-    g.add_argument("--time", type=int, default=60, dest="time_min",
-                   help="SLURM time limit per run in minutes (default 60)")
-    g.add_argument("--gpus", type=int, default=0, help="SLURM GPUs per run (default 0)")
-    g.add_argument("--cpus", type=int, default=1, help="SLURM CPUs per run (default 1)")
-    p.add_argument("--no-progress", action="store_true", help="print nothing while running")
+    _o.add_output_options(p, out_help="output folder (report.html goes here)", formats=False,
+                          plot_help=None, progress_help="print nothing while running")
+    _o.add_device_option(p, "cpu", help="training/measuring device (default cpu)")
+    _o.add_data_root_option(p)
+    _o.add_backend_options(p, workers_help="runs at once (default: the number of cores; "
+                           "slurm: default array parallelism)")
     p.set_defaults(func=run_reproduce)
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
     from ..experiments.reproduce import ReproduceOptions, reproduce
 
-    options: dict = {}
-    if args.backend == "ray":
-        options = {"address": args.address}
-    elif args.backend == "slurm":
-        options = {"partition": args.partition, "time_min": args.time_min, "gpus": args.gpus,
-                   "cpus": args.cpus}
-    opts = ReproduceOptions(backend=args.backend, workers=args.workers, device=args.device,
+    backend, workers, options = _o.backend_from_args(args)
+    opts = ReproduceOptions(backend=backend, workers=workers, device=args.device,
                             data_root=args.data_root, backend_options=options,
                             progress=not args.no_progress)
     # The command as typed (the report and reproduce.json show it), else its canonical form.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import _options as _o
+
 _EXAMPLES = """examples:
   diffeosense scale-detection-2d --preset quick --out runs      # 4 nets, minutes on a CPU
   diffeosense scale-detection-2d --preset paper --device cuda --out runs
@@ -46,14 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "vgg11=0.01). A plain LR replaces the preset's rates for every net not "
                    "named; MODEL=LR alone changes that net's and keeps the preset's others")
     p.add_argument("--n-probes", type=int, default=None, help="probes (balanced)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="units (model, seed) trained at once in local processes (default: the "
-                   "number of cores; 1: one after the other in this process). Ray and SLURM: "
-                   "`diffeosense reproduce scale-detection --backend ...`")
-    p.add_argument("--out", default="runs", help="parent of the run folder (default runs)")
-    p.add_argument("--no-plot", action="store_true", help="no figure")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _o.add_device_option(p, "cpu")
+    _o.add_backend_options(p, workers_help="units (model, seed) trained at once in local "
+                           "processes (default: the number of cores; 1: one after the other "
+                           "in this process); slurm: default array parallelism")
+    _o.add_output_options(p, out_help="parent of the run folder (default runs)",
+                          out_default="runs", formats=False, plot_help="no figure",
+                          progress_help="no progress bars")
     p.set_defaults(func=_run)
 
 
@@ -74,7 +75,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.lr:
         lrs = _parse_lr(args.lr)
         cfg = cfg.with_learning_rates(lrs.get("lr"), lrs.get("lr_by_model"))
-    result = run(cfg, args.out, progress=not args.no_progress, workers=args.workers)
+    backend, workers, options = _o.backend_from_args(args)
+    result = run(cfg, args.out, progress=not args.no_progress, backend=backend,
+                 workers=workers, **options)
     print(f"run folder: {result.out_dir}")
     cols = ["model", "seed", "epochs_run", "best_epoch", "test_error", "D", "G", "R",
             "D_init", "G_init", "R_init"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import _options as _o
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -23,29 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs, their hash folders and status (done/partial/failed/new); "
                    "run nothing")
-    p.add_argument("--backend", choices=["local", "ray", "slurm"], default="local",
-                   help="where runs execute: local process pool (default), Ray "
-                   "(pip install 'diffeosense[ray]') or SLURM via submitit "
-                   "(pip install 'diffeosense[slurm]')")
-    p.add_argument("--workers", type=int, default=None,
-                   help="local: runs at once (default: the number of cores; each gets "
-                   "cores/workers threads); slurm: default array parallelism")
-    g = p.add_argument_group("ray")
-    g.add_argument("--address", default=None,
-                   help="Ray cluster address ('auto', 'host:port'); default: start a local Ray")
-    g.add_argument("--cpus-per-run", type=int, default=1, help="CPUs per Ray task (default 1)")
-    s = p.add_argument_group("slurm")
-    s.add_argument("--partition", default=None, help="SLURM partition")
-    s.add_argument("--time", type=int, default=60, dest="time_min",
-                   help="time limit of each run in minutes (default 60)")
-    s.add_argument("--gpus", type=int, default=0, help="GPUs per run (default 0)")
-    s.add_argument("--cpus", type=int, default=1, help="CPUs per run (default 1)")
-    s.add_argument("--mem-gb", type=float, default=None, help="memory per run in GB")
-    s.add_argument("--array-parallelism", type=int, default=None,
-                   help="array tasks running at once (default --workers, else SLURM's)")
-    s.add_argument("--cluster", choices=["slurm", "local"], default=None,
-                   help="submitit cluster (default slurm, needs sbatch; 'local' runs the same "
-                   "jobs as local subprocesses)")
+    _o.add_backend_options(p)
     p.set_defaults(func=run_sweep_cmd)
 
     c = subparsers.add_parser(
@@ -84,14 +64,8 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     n_done = sum(r["status"] == "done" for r in rows)
     print(f"{len(rows)} runs in {root}/ ({n_done} already done), backend {args.backend}",
           flush=True)
-    options: dict = {}
-    if args.backend == "ray":
-        options = {"address": args.address, "cpus_per_run": args.cpus_per_run}
-    elif args.backend == "slurm":
-        options = {"partition": args.partition, "time_min": args.time_min, "gpus": args.gpus,
-                   "cpus": args.cpus, "mem_gb": args.mem_gb,
-                   "array_parallelism": args.array_parallelism, "cluster": args.cluster}
-    report = run_sweep(configs, root, args.backend, workers=args.workers,
+    backend, workers, options = _o.backend_from_args(args)
+    report = run_sweep(configs, root, backend, workers=workers,
                        on_result=lambda o: print(_status_line(o), flush=True), **options)
     c = report.counts()
     print(f"{c['done']} ran, {c['skipped']} already done, {c['failed']} failed"

@@ -1,0 +1,241 @@
+"""The CLI's option groups, each defined once and reused by every command that takes it.
+
+* measurement options (:func:`add_measure_options`, :func:`measure_options`): beside the
+  fields of :class:`~diffeosense.sensitivity.MeasureConfig` (one flag, type, choices and help
+  per field), for ``measure`` (all of them) and ``pooling`` (a subset);
+* backend options (:func:`add_backend_options`, :func:`backend_from_args`): where the units
+  of ``sweep``, ``reproduce`` and ``scale-detection-2d`` run, one set of names;
+* model/data source options (:func:`add_source_options`): checkpoint or registered model,
+  dataset, its folder;
+* output, progress and device options (:func:`add_output_options`,
+  :func:`add_device_option`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class _Opt:
+    """One flag of a config field: ``field`` of the config, the argparse ``flag`` and its
+    keyword arguments (``default`` is the config's unless given here)."""
+
+    field: str
+    flag: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _measure_opts() -> dict[str, _Opt]:
+    from .._stats import DENOMINATORS
+    from ..sensitivity import BATCHNORMS, STATISTICS
+
+    opts = [
+        _Opt("layers", "--layers", dict(
+            help="'all', 'modules', kinds joined by '+' (conv+activation), or comma-separated "
+            "layer names (default all)")),
+        _Opt("n_probes", "--n-probes", dict(
+            type=int, help="test images used (default 500; on a scale-detection task taken "
+            "alternately from its two classes)")),
+        _Opt("batch_size", "--batch-size", dict(
+            type=int, help="probes per forward pass; does not change the result (default 128)")),
+        _Opt("perturbation", "--perturbation", dict(
+            default=None, help="perturbation spec, e.g. diffeo or diffeo:cut=3,displacement=1.0 "
+            "(default: the paper's diffeo, 1 px displacement, cut 3; for the scale-detection "
+            "data, the task's move, pixel-move)")),
+        _Opt("seed", "--seed", dict(
+            type=int, default=0, help="seed of diffeos and noise (default 0)")),
+        _Opt("noise_match", "--noise-match", dict(
+            choices=["sample", "batch"],
+            help="noise norm matched per image (default) or to the batch mean")),
+        _Opt("noise_rectify", "--noise-rectify", dict(
+            action="store_true", help="use rectified (non-negative) noise directions")),
+        _Opt("denominator", "--denominator", dict(
+            choices=list(DENOMINATORS),
+            help="E||f(x1)-f(x2)||^2 convention: streaming (= pairs-excl-diag, unbiased; "
+            "default) or pairs-incl-diag (the authors' cdist().mean(), x (N-1)/N)")),
+        _Opt("statistic", "--statistic", dict(
+            choices=list(STATISTICS),
+            help="numerator over probes, Delta = f(tau x) - f(x): mean of ||Delta||^2 "
+            "(default), median of ||Delta||^2 over probes, or component-median = "
+            "sum_j median_i Delta_ij^2 (the authors' median; memory n_probes x size)")),
+        _Opt("batchnorm", "--batchnorm", dict(
+            choices=list(BATCHNORMS),
+            help="BatchNorm statistics: eval = running statistics, the model as given "
+            "(default); batch = each of x, tau x, x + eta normalized by its own statistics "
+            "over all probes (the authors' convention at initialization; --batch-size is then "
+            "ignored)")),
+        _Opt("probe_noise", "--noise", dict(
+            type=float, dest="noise",
+            help="measure on probes corrupted by Gaussian noise of this L2 norm, the "
+            "corruption of `train --noise` (default 0: clean probes)")),
+        _Opt("channels", "--channels", dict(
+            action="store_true",
+            help="also per-channel rows and the channel-averaged representation")),
+        _Opt("method", "--method", dict(
+            choices=["auto", "fx", "hooks"],
+            help="layer discovery: torch.fx, forward hooks, or fx with hook fallback")),
+    ]
+    return {o.field: o for o in opts}
+
+
+def _dest(opt: _Opt) -> str:
+    return opt.kwargs.get("dest", opt.flag.lstrip("-").replace("-", "_"))
+
+
+def add_measure_options(parser: argparse.ArgumentParser, only: list[str] | None = None, *,
+                        help: dict[str, str] | None = None,
+                        types: dict[str, Any] | None = None) -> None:
+    """Add the flags of :class:`~diffeosense.sensitivity.MeasureConfig`'s fields (``only``:
+    those fields, in that order) to ``parser``; ``help`` and ``types`` replace a field's help
+    text or type for one command."""
+    from ..sensitivity import MeasureConfig
+
+    defaults = {f.name: f.default for f in fields(MeasureConfig)}
+    opts = _measure_opts()
+    for name in only or list(opts):
+        opt = opts[name]
+        kw = {"default": defaults[name], **opt.kwargs}
+        if help and name in help:
+            kw["help"] = help[name]
+        if types and name in types:
+            kw["type"] = types[name]
+        parser.add_argument(opt.flag, **kw)
+
+
+def measure_options(args: argparse.Namespace, only: list[str] | None = None) -> dict[str, Any]:
+    """The :class:`~diffeosense.sensitivity.MeasureConfig` fields given by ``args`` (those
+    added by :func:`add_measure_options` with the same ``only``), by field name; ``layers``
+    split at commas into a list of layer names."""
+    opts = _measure_opts()
+    out = {name: getattr(args, _dest(opts[name])) for name in only or list(opts)}
+    if isinstance(out.get("layers"), str) and "," in out["layers"]:
+        out["layers"] = [s.strip() for s in out["layers"].split(",") if s.strip()]
+    return out
+
+
+def n_probes_or_all(value: str) -> int | None:
+    """``--n-probes`` that also takes ``all`` (-> ``None``); at least 2."""
+    if value.strip().lower() == "all":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of probes or 'all', got "
+                                         f"{value!r}") from None
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"need at least 2 probes, got {n}")
+    return n
+
+
+# ------------------------------------------------------------------ backends
+BACKENDS = ("local", "ray", "slurm")
+# backend -> its options: (dest, flag, argparse keyword arguments)
+_BACKEND_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+    "ray": [
+        ("address", "--address", dict(
+            default=None,
+            help="Ray cluster address ('auto', 'host:port'); default: start a local Ray")),
+        ("cpus_per_run", "--cpus-per-run", dict(
+            type=int, default=1, help="CPUs per Ray task (default 1)")),
+    ],
+    "slurm": [
+        ("partition", "--partition", dict(default=None, help="SLURM partition")),
+        ("time_min", "--time", dict(
+            type=int, default=60, help="time limit of each run in minutes (default 60)")),
+        ("gpus", "--gpus", dict(type=int, default=0, help="GPUs per run (default 0)")),
+        ("cpus", "--cpus", dict(type=int, default=1, help="CPUs per run (default 1)")),
+        ("mem_gb", "--mem-gb", dict(type=float, default=None, help="memory per run in GB")),
+        ("array_parallelism", "--array-parallelism", dict(
+            type=int, default=None,
+            help="array tasks running at once (default --workers, else SLURM's)")),
+        ("cluster", "--cluster", dict(
+            choices=["slurm", "local"], default=None,
+            help="submitit cluster (default slurm, needs sbatch; 'local' runs the same jobs as "
+            "local subprocesses)")),
+    ],
+}
+
+
+def add_backend_options(parser: argparse.ArgumentParser, *, workers_help: str | None = None
+                        ) -> None:
+    """``--backend``, ``--workers`` and the Ray and SLURM options (``sweep``'s spellings)."""
+    parser.add_argument(
+        "--backend", choices=list(BACKENDS), default="local",
+        help="where runs execute: local process pool (default), Ray (pip install "
+        "'diffeosense[ray]') or SLURM via submitit (pip install 'diffeosense[slurm]')")
+    parser.add_argument(
+        "--workers", type=int, default=None,
+        help=workers_help or "local: runs at once (default: the number of cores; each gets "
+        "cores/workers threads); slurm: default array parallelism")
+    for backend, options in _BACKEND_OPTIONS.items():
+        g = parser.add_argument_group(backend)
+        for dest, flag, kw in options:
+            g.add_argument(flag, dest=dest, **kw)
+
+
+def backend_from_args(args: argparse.Namespace) -> tuple[str, int | None, dict[str, Any]]:
+    """``(backend, workers, backend_options)`` for
+    :func:`~diffeosense.experiments.sweep.run_sweep`: the options of the chosen backend only."""
+    options = {dest: getattr(args, dest) for dest, _, _ in _BACKEND_OPTIONS.get(args.backend, [])}
+    return args.backend, args.workers, options
+
+
+# ------------------------------------------------------------------ sources, output, device
+def add_source_options(parser: argparse.ArgumentParser, *, model_first: bool = True,
+                       model_help: str, data_help: str) -> None:
+    """``--checkpoint`` or ``--model`` (one required), ``--model-seed``, ``--data``,
+    ``--data-root``, ``--no-download`` (see :mod:`diffeosense.sources`)."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    pair = [("--model", model_help),
+            ("--checkpoint", "a checkpoint written by `diffeosense train`")]
+    for flag, text in pair if model_first else pair[::-1]:
+        src.add_argument(flag, help=text)
+    parser.add_argument("--model-seed", type=int, default=0,
+                        help="seed of the initialization for --model (default 0)")
+    parser.add_argument("--data", default=None, help=data_help)
+    add_data_root_option(parser)
+    parser.add_argument("--no-download", action="store_true",
+                        help="never try to download a missing dataset")
+
+
+def fit_hint(source) -> str:
+    """What :func:`diffeosense.sources.check_fits` suggests for a
+    :class:`~diffeosense.sources.ModelSource`: its checkpoint's own dataset, or another --data."""
+    if source.train_config is not None:
+        return (f"omit --data to use the checkpoint's own dataset "
+                f"{source.train_config.data.name!r}")
+    return "choose a --data whose samples it takes"
+
+
+def add_data_root_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", default=None, help="folder of the torchvision datasets")
+
+
+def add_output_options(parser: argparse.ArgumentParser, *, out_help: str = "output folder",
+                       out_default: str | None = None, formats: bool = True,
+                       plot_help: str | None = "skip the PNG",
+                       progress_help: str = "no progress bar") -> None:
+    """``--out`` (required unless ``out_default``), ``--format``, ``--no-plot`` (unless
+    ``plot_help`` is None), ``--no-progress``."""
+    if out_default is None:
+        parser.add_argument("--out", required=True, help=out_help)
+    else:
+        parser.add_argument("--out", default=out_default, help=out_help)
+    if formats:
+        parser.add_argument("--format", choices=["csv", "parquet", "json"], default="csv",
+                            help="table format (default csv)")
+    if plot_help is not None:
+        parser.add_argument("--no-plot", action="store_true", help=plot_help)
+    parser.add_argument("--no-progress", action="store_true", help=progress_help)
+
+
+def add_device_option(parser: argparse.ArgumentParser, default: str | None = None,
+                      help: str | None = None) -> None:
+    """``--device``; ``default=None``: resolved by :func:`diffeosense.sources.resolve_device`
+    (cuda if available, else cpu)."""
+    parser.add_argument("--device", default=default, help=help or (
+        "cpu, cuda, ... (default: cuda if available)" if default is None
+        else f"cpu, cuda, cuda:N (default {default})"))
