@@ -1,8 +1,12 @@
 """The main job: train a small CNN on embedded data and watch it lose spatial information.
 
-``run(DemoConfig(), out_dir)`` is a pure function of its config: it trains the model on the
-embedded MNIST digits (no download), then measures D, G and R at every layer at initialization
-and after training on the same probes, diffeos and noise, and writes
+``run(DemoConfig(), out_dir)`` is a pure function of its config. It is one
+:class:`~diffeosense.experiments.run.RunConfig` (:func:`run_config`) run into ``out_dir`` by
+the engine every sweep uses (:func:`~diffeosense.experiments.run.run_in`), plus two figures and
+a summary: it trains the model on the embedded MNIST digits (no download), tracking it while it
+trains, then measures D, G and R at every layer at initialization and after training on the
+same probes, diffeos and noise, and writes the run's files (``run_config.json``,
+``attempts.json``, ``done``; see :mod:`diffeosense.experiments.run`) and
 
 * ``train/``: the training run (checkpoints, ``metrics.jsonl``, ``config.json``),
 * ``sensitivity_init.csv``, ``sensitivity_trained.csv`` (+ ``.meta.json``): tidy tables,
@@ -13,7 +17,10 @@ and after training on the same probes, diffeos and noise, and writes
 * ``summary.json``: the headline numbers, the config, provenance and the command.
 
 Re-running the same config into the same folder resumes training where it stopped and re-uses
-the finished run.
+the finished run; a folder holding another config's run is refused. A folder written by the
+demo before it was a run (``train/`` and tables, no ``run_config.json``) resumes: its training
+is re-used (``train(..., resume=True)``, which refuses another config's checkpoints) and its
+tables are measured again (they name no run).
 """
 
 from __future__ import annotations
@@ -21,9 +28,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DemoConfig", "run"]
+if TYPE_CHECKING:
+    from .run import RunConfig
+
+__all__ = ["DemoConfig", "run", "run_config"]
 
 
 @dataclass
@@ -52,20 +62,31 @@ class DemoConfig:
     progress: bool = True
 
 
-def _measure(ckpt: Path, x, cfg: DemoConfig, label: str):
-    from ..sensitivity import measure
-    from ..train import load_checkpoint
+def run_config(cfg: DemoConfig) -> RunConfig:
+    """The :class:`~diffeosense.experiments.run.RunConfig` the demo runs: ``cfg``'s net trained
+    on its data, measured at every layer at init and after training on the first ``n_probes``
+    test images, tracked while training on ``track_probes`` of them."""
+    from ..data import DataConfig
+    from ..tracking import DEFAULT_TRACK_PROBES
+    from ..train import TrainConfig
+    from .run import RunConfig
 
-    model, _, info = load_checkpoint(ckpt)
-    return measure(
-        model, x, layers="all", perturbation=cfg.perturbation, n_probes=cfg.n_probes,
-        seed=cfg.seed, device=cfg.device, progress=cfg.progress,
-        meta={"label": label, "checkpoint": str(ckpt), "epoch": info.get("epoch")},
+    tcfg = TrainConfig(
+        model=cfg.model, model_kwargs=dict(cfg.model_kwargs),
+        data=DataConfig(name=cfg.data, seed=cfg.seed), epochs=cfg.epochs,
+        batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, keep_every=0,
     )
+    track = {"schedule": cfg.track, "perturbation": cfg.perturbation, "seed": cfg.seed,
+             "n_probes": cfg.track_probes if cfg.track_probes is not None
+             else DEFAULT_TRACK_PROBES}
+    return RunConfig(train=tcfg, layers="all", stages=["init", "trained"],
+                     n_probes=cfg.n_probes, probe_split="test", probe_order="split",
+                     perturbation=cfg.perturbation, seed=cfg.seed, track=track)
 
 
 def run(cfg: DemoConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Train, measure at init and after training, plot; returns the summary dict."""
+    """Run :func:`run_config` into ``out_dir`` (:func:`~diffeosense.experiments.run.run_in`:
+    train, measure at init and after training, track), plot; returns the summary dict."""
     from .._io import run_lock
 
     with run_lock(out_dir):  # one process per run folder; a second gets RunFolderBusy
@@ -73,46 +94,34 @@ def run(cfg: DemoConfig, out_dir: str | Path) -> dict[str, Any]:
 
 
 def _run_locked(cfg: DemoConfig, out: Path) -> dict[str, Any]:
+    import json
+
     from .._io import check_run_folder, clean_stale_temporaries, write_json
-    from ..data import DataConfig, load_dataset
     from ..plots.sensitivity import plot_sensitivity
     from ..plots.tracking import plot_tracking
     from ..provenance import provenance
-    from ..tracking import DEFAULT_TRACK_PROBES, SensitivityTracker, TrackConfig
-    from ..train import TrainConfig, train
+    from ..tracking import load_track
+    from .run import load_run, run_in
 
     clean_stale_temporaries(out)  # we own the folder: a .tmp left here is a killed write
-    data_cfg = DataConfig(name=cfg.data, seed=cfg.seed)
-    tcfg = TrainConfig(
-        model=cfg.model, model_kwargs=dict(cfg.model_kwargs), data=data_cfg, epochs=cfg.epochs,
-        batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, keep_every=0,
-    )
-    tracker = SensitivityTracker(TrackConfig(
-        schedule=cfg.track, perturbation=cfg.perturbation, seed=cfg.seed,
-        n_probes=cfg.track_probes if cfg.track_probes is not None else DEFAULT_TRACK_PROBES))
-    result = train(tcfg, out / "train", resume=True, progress=cfg.progress, tracker=tracker)
-    ckpts = out / "train" / "checkpoints"
-
-    data = load_dataset(data_cfg)
-    x = data.x_test[: cfg.n_probes]
-    init = _measure(ckpts / "init.pt", x, cfg, "init")
-    trained = _measure(ckpts / "last.pt", x, cfg, "trained")
-    check_run_folder(out)  # deleted during the run: fail rather than re-create half of it
-    init.save(out / "sensitivity_init.csv")
-    trained.save(out / "sensitivity_trained.csv")
+    rcfg = run_config(cfg)
+    run_in(rcfg, out, progress=cfg.progress)
+    finished = load_run(out)
+    init, trained = finished["tables"]["init"], finished["tables"]["trained"]
     plot_sensitivity(
         [init, trained], labels=["initialization", f"trained ({cfg.epochs} epochs)"],
         title=f"{cfg.model} on {cfg.data}: sensitivity to diffeos (D), noise (G), R = D/G",
         path=out / "sensitivity.png",
     )
 
-    track = tracker.table
+    track, _ = load_track(out / "train" / "track.csv")
     plot_tracking(track, path=out / "tracking.png",
                   title=f"{cfg.model} on {cfg.data}, while training: D, G, R of every layer "
-                  f"({tracker.config.n_probes} probes, the same diffeos and noise every epoch)")
+                  f"({rcfg.track['n_probes']} probes, the same diffeos and noise every epoch)")
+    done = json.loads((out / "done").read_text())
     summary = {
         "config": asdict(cfg),
-        "test_error": result.final.get("test_error") if result.final else None,
+        "test_error": done.get("test_error"),
         "layers": _headline(init, trained),
         "tracking": _output_trajectory(track),
         "files": sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),

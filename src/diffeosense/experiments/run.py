@@ -36,7 +36,7 @@ import copy
 import inspect
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from ..provenance import config_hash, provenance
 from ..train import TrainConfig
 
 __all__ = [
-    "RunConfig", "run", "run_dir", "run_status", "load_run", "STAGES", "STATUSES",
+    "RunConfig", "run", "run_in", "run_dir", "run_status", "load_run", "STAGES", "STATUSES",
 ]
 
 STAGES = ("init", "trained", "best")
@@ -57,7 +57,7 @@ _CHECKPOINT = {"init": "init.pt", "trained": "last.pt", "best": "best.pt"}
 _HASH_FREE = {("train", "device"), ("train", "data", "root"), ("train", "data", "download")}
 # Fields added after runs were made, left out of the hash at these values so that the
 # folders of those runs are still found.
-_LATER_DEFAULTS = {"probe_order": "split", "views": None}
+_LATER_DEFAULTS = {"probe_order": "split", "views": None, "track": None}
 PROBE_ORDERS = ("split", "balanced")
 VIEWS = ("full", "channel", "channel-mean")
 # measure()'s own arguments that RunConfig sets itself: not allowed in measure_kwargs.
@@ -104,6 +104,10 @@ class RunConfig:
         measure_kwargs: further keyword arguments of :func:`~diffeosense.sensitivity.measure`
             (``batch_size``, ``statistic``, ``denominator``, ``noise_match``, ...); names are
             checked against ``measure``'s signature.
+        track: ``None`` (no tracking) or the fields of a
+            :class:`~diffeosense.tracking.TrackConfig` (stored complete): ``train`` gets a
+            ``SensitivityTracker`` and writes ``train/track.csv`` (D, G, R of every layer at
+            the tracked epochs, measured while training; the demo's tracking table).
     """
 
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -119,6 +123,7 @@ class RunConfig:
     seed: int = 0
     measure_kwargs: dict[str, Any] = field(default_factory=dict)
     shuffled: int = 0
+    track: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         from ..sensitivity import measure
@@ -155,6 +160,13 @@ class RunConfig:
             if not self.channels and set(self.views) != {"full"}:
                 raise ValueError(f"views {self.views} need channels=True (without it only the "
                                  f"'full' view is measured)")
+        if self.track is not None:
+            from ..tracking import TrackConfig
+
+            try:
+                self.track = asdict(TrackConfig(**self.track))
+            except TypeError as e:
+                raise ValueError(f"track must hold TrackConfig fields: {e}") from None
         params = set(inspect.signature(measure).parameters) - _MEASURE_OWN
         unknown = set(self.measure_kwargs) - params
         if unknown:
@@ -233,10 +245,21 @@ def run(cfg: RunConfig, root: str | Path, *, progress: bool = False) -> Path:
     :func:`~diffeosense.sensitivity.measure`). Use :func:`load_run` or
     :func:`diffeosense.experiments.collect.collect` to read them back.
     """
+    return run_in(cfg, run_dir(cfg, root), progress=progress)
+
+
+def run_in(cfg: RunConfig, folder: str | Path, *, progress: bool = False) -> Path:
+    """:func:`run` into an explicit ``folder`` (a user's output folder, not a sweep's hash
+    folder): the same steps, files and lock. A folder whose ``run_config.json`` names another
+    config is refused (``ValueError``) rather than mixed with it. Returns ``folder``."""
     from .._io import run_lock
 
-    folder = run_dir(cfg, root)
+    folder = Path(folder)
     with run_lock(folder):  # one process per run; a second gets RunFolderBusy
+        written = folder / "run_config.json"
+        if written.is_file() and json.loads(written.read_text()).get("hash") != cfg.hash():
+            raise ValueError(f"{folder} holds the run of another config (see {written}); "
+                             f"choose another folder or delete that one")
         _run_in(cfg, folder, progress)
     return folder
 
@@ -248,6 +271,7 @@ def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
     from ..pooling import _shuffle_seed, shuffle_channels
     from ..probes import select_probes
     from ..sensitivity import SensitivityResult, measure
+    from ..tracking import SensitivityTracker, TrackConfig
     from ..train import _resolve_device, load_checkpoint, train
 
     if (folder / "done").is_file():
@@ -261,7 +285,9 @@ def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
     write_json(attempts_file, {"attempts": attempts + 1})
 
     data = load_dataset(cfg.train.data)
-    result = train(cfg.train, folder / "train", resume=True, progress=progress, dataset=data)
+    tracker = SensitivityTracker(TrackConfig(**cfg.track)) if cfg.track is not None else None
+    result = train(cfg.train, folder / "train", resume=True, progress=progress, dataset=data,
+                   tracker=tracker)
     final = result.final or {}
     x = select_probes(data, cfg.n_probes, split=cfg.probe_split, order=cfg.probe_order)
     n_probes = len(x) if cfg.n_probes is None else cfg.n_probes
@@ -273,9 +299,9 @@ def _run_in(cfg: RunConfig, folder: Path, progress: bool) -> None:
             name = stage if k < 0 else f"{stage}_shuffled{k}"
             tables.append(name)
             path = folder / f"sensitivity_{name}.csv"
-            if path.is_file() and path.with_name(f"sensitivity_{name}.meta.json").is_file():
-                SensitivityResult.load(path)  # a finished table: check it reads, keep it
-                continue
+            if path.is_file() and path.with_name(f"sensitivity_{name}.meta.json").is_file() \
+                    and SensitivityResult.load(path).config.get("run") == h:
+                continue  # a finished table of this run (it reads): keep it
             if model is None:
                 ckpt = folder / "train" / "checkpoints" / _CHECKPOINT[stage]
                 model, _, info = load_checkpoint(ckpt, map_location=device)
