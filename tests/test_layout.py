@@ -1,10 +1,12 @@
 """The package's architecture, checked on its source: imports go one way (no cycle between
-modules, also through imports inside functions), and the core never imports the edge (the
-CLI, the plots, the experiments, the report)."""
+modules, also through imports inside functions), the core never imports the edge (the
+CLI, the plots, the experiments, the report), and every name imported from the package,
+also inside a function that no test may reach, exists."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import diffeosense
@@ -18,21 +20,29 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _resolve(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module name of a ``from ... import`` inside ``package``."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[: len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _package_of(path: Path) -> str:
+    mod = _module(path)
+    return mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+
+
 def _imports(path: Path) -> set[str]:
     """Every module of the package that ``path`` imports, anywhere in the file."""
-    mod = _module(path)
-    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+    package = _package_of(path)
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("diffeosense")}
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
+            name = _resolve(node, package)
             if not name.startswith("diffeosense"):
                 continue
             out.add(name)
@@ -99,3 +109,36 @@ def test_core_never_imports_the_edge():
     bad = {m: sorted(d for d in deps if d.startswith(EDGE)) for m, deps in graph.items()
            if not m.startswith(EDGE) and m != "diffeosense"}
     assert {m: d for m, d in bad.items() if d} == {}
+
+
+def _missing_names(path: Path, source: str | None = None) -> list[str]:
+    """``from diffeosense.x import y`` in ``path`` (or in ``source``, read as if it were that
+    file) where ``y`` is neither an attribute nor a submodule of ``diffeosense.x``."""
+    package, out = _package_of(path), []
+    for node in ast.walk(ast.parse(path.read_text() if source is None else source)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        name = _resolve(node, package)
+        if not name.startswith("diffeosense"):
+            continue
+        module = importlib.import_module(name)
+        for alias in node.names:
+            if alias.name == "*" or hasattr(module, alias.name):
+                continue
+            try:
+                importlib.import_module(f"{name}.{alias.name}")
+            except ImportError:
+                out.append(f"{_module(path)}:{node.lineno}: {name}.{alias.name}")
+    return out
+
+
+def test_every_imported_name_exists():
+    # An import inside a function fails only when that function runs (a renamed helper
+    # once broke `train --track-sensitivity` and nothing else).
+    assert [m for p in sorted(ROOT.rglob("*.py")) for m in _missing_names(p)] == []
+
+
+def test_the_name_checker_finds_a_missing_name():
+    src = "from . import measure\n\ndef f():\n    from .measure import no_such_helper\n"
+    assert _missing_names(ROOT / "cli" / "probe.py", src) == [
+        "diffeosense.cli.probe:4: diffeosense.cli.measure.no_such_helper"]

@@ -111,9 +111,15 @@ def measure_options(args: argparse.Namespace, only: list[str] | None = None) -> 
     split at commas into a list of layer names."""
     opts = _measure_opts()
     out = {name: getattr(args, _dest(opts[name])) for name in only or list(opts)}
-    if isinstance(out.get("layers"), str) and "," in out["layers"]:
-        out["layers"] = [s.strip() for s in out["layers"].split(",") if s.strip()]
+    if isinstance(out.get("layers"), str):
+        out["layers"] = layers_option(out["layers"])
     return out
+
+
+def layers_option(spec: str) -> str | list[str]:
+    """A ``--layers``-style value: a selection name (``all``, ``relu``, ...) as is, or a
+    comma-separated list of layer names split into a list."""
+    return [s.strip() for s in spec.split(",") if s.strip()] if "," in spec else spec
 
 
 def n_probes_or_all(value: str) -> int | None:

@@ -141,7 +141,7 @@ def _tracker_from_args(args: argparse.Namespace):
                              f"one (e.g. --track-sensitivity log)")
         return None
     from ..tracking import DEFAULT_TRACK_PROBES, SensitivityTracker, TrackConfig
-    from .measure import _layers
+    from ._options import layers_option
 
     tb = None
     if args.log is not None:
@@ -149,7 +149,7 @@ def _tracker_from_args(args: argparse.Namespace):
         if backend != "tensorboard":
             raise ValueError(f"--log supports 'tensorboard DIR', got {backend!r}")
     cfg = TrackConfig(
-        schedule=args.track_sensitivity, layers=_layers(args.track_layers), seed=args.track_seed,
+        schedule=args.track_sensitivity, layers=layers_option(args.track_layers), seed=args.track_seed,
         n_probes=args.track_probes if args.track_probes is not None else DEFAULT_TRACK_PROBES,
         channels=args.track_channels, format=args.track_format,
     )  # fmt: skip
