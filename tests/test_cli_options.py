@@ -56,8 +56,9 @@ def test_the_readme_commands_are_all_checked():
 def test_backend_args_are_the_same_for_every_command(flags, backend, options):
     p = build_parser()
     got = [_options.backend_from_args(p.parse_args(shlex.split(c + " " + flags)))
-           for c in ("sweep s.toml", "reproduce all --out o", "scale-detection-2d")]
-    assert got[0] == got[1] == got[2]
+           for c in ("sweep s.toml", "reproduce all --out o", "scale-detection-2d",
+                     "scale-detection")]
+    assert got[0] == got[1] == got[2] == got[3]
     assert got[0][0] == backend and got[0][2] == options
     assert got[0][1] == (3 if "--workers" in flags else None)
 

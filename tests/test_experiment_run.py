@@ -110,6 +110,8 @@ def test_validation_refuses_bad_configs():
         tiny(measure_kwargs={"statistc": "median"})
     with pytest.raises(ValueError, match="measure_kwargs.*seed"):
         tiny(measure_kwargs={"seed": 3})  # a RunConfig field: set it there
+    with pytest.raises(ValueError, match="unknown measure_kwargs.*config"):
+        tiny(measure_kwargs={"config": {"statistic": "median"}})  # not JSON of a MeasureConfig
     with pytest.raises(ValueError, match="stages"):
         tiny(stages=["final"])
     with pytest.raises(ValueError, match="probe_noise"):

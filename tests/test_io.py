@@ -76,8 +76,9 @@ def test_table_round_trips_exactly_and_refuses_tampering(tmp_path, suffix):
 
 
 def _crash_at(monkeypatch, k: int):
-    """Make the k-th call of ``_io.write_bytes`` from now raise KeyboardInterrupt (a kill)."""
-    import diffeosense._io as io_mod
+    """Make the k-th call of ``_io.atomic.write_bytes`` (every write of a table and its
+    sidecar) from now raise KeyboardInterrupt (a kill)."""
+    import diffeosense._io.atomic as io_mod
 
     real, calls = io_mod.write_bytes, []
 
@@ -175,7 +176,8 @@ def test_run_lock_takes_over_stale_locks(tmp_path):
     import subprocess
     import sys
 
-    from diffeosense._io import LOCK_NAME, _proc_start, run_lock
+    from diffeosense._io import LOCK_NAME, run_lock
+    from diffeosense._io.locks import _proc_start
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
@@ -202,13 +204,13 @@ def test_a_lock_that_could_not_be_written_is_no_lock(tmp_path, monkeypatch):
     import errno
     import time
 
-    from diffeosense import _io
+    from diffeosense._io import locks
     from diffeosense._io import LOCK_NAME, RunFolderBusy, run_lock
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(_io.os, "fsync", full)
+    monkeypatch.setattr(locks.os, "fsync", full)
     with pytest.raises(OSError, match="No space left"):
         with run_lock(tmp_path):
             pass

@@ -237,7 +237,7 @@ def test_interrupt_and_resume_gives_the_same_table(tmp_path, monkeypatch, refere
     if kind == "measure":
         monkeypatch.setattr(SensitivityTracker, "measure", crashing_measure)
     elif kind in writes:
-        monkeypatch.setattr(TR._io, "write_bytes", crashing_write)
+        monkeypatch.setattr(TR._io.atomic, "write_bytes", crashing_write)
     with pytest.raises(KeyboardInterrupt):
         fit(net, (X, Y), (XT, YT), CFG, out, progress=False, tracker=tracker)
     monkeypatch.undo()

@@ -126,7 +126,7 @@ def test_load_checkpoint_roundtrip(tiny_run):
 _KILLER = """
 import json, os, signal, sys, torch
 torch.set_num_threads(int(sys.argv[2]))
-import diffeosense._io as io_
+import diffeosense._io.atomic as io_  # torch_save writes through it
 import diffeosense.train as T
 where = sys.argv[4]
 calls = 0

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from . import _options as _o
+
 _EXAMPLES = """examples:
   diffeosense scale-detection                          # small preset, 3 seeds, a few minutes
   diffeosense scale-detection --preset small-stride1   # the unstrided net, same regime
@@ -76,6 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "side (activations.png, activations_exponents.csv in --out)")
     p.add_argument("--no-plot", action="store_true", help="do not draw scale_detection.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _o.add_backend_options(p, workers_help="units (stride, seed) trained at once in local "
+                           "processes (default: the number of cores)")
     p.set_defaults(func=_run)
 
 
@@ -104,7 +108,9 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.compare_activations:
         return _compare_activations(cfg, args)
-    result = run(cfg, args.out, progress=not args.no_progress)
+    backend, workers, options = _o.backend_from_args(args)
+    result = run(cfg, args.out, progress=not args.no_progress, backend=backend,
+                 workers=workers, **options)
     print(f"run folder: {result.out_dir}")
     print(f"units computed: {len(result.units_run)}, found finished: {len(result.units_skipped)}")
     for u in result.units:
@@ -131,10 +137,11 @@ def _compare_activations(cfg, args: argparse.Namespace) -> int:
     from ..experiments.scale_detection import format_exponents, run
     from ..provenance import provenance
 
+    backend, workers, options = _o.backend_from_args(args)
     results = []
     for act in ("relu", "tanh"):
         res = run(dataclasses.replace(cfg, activation=act), args.out,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, backend=backend, workers=workers, **options)
         print(f"{act}: run folder {res.out_dir}")
         print(format_exponents(res.exponents))
         results.append(res)

@@ -62,7 +62,7 @@ PROBE_ORDERS = ("split", "balanced")
 VIEWS = ("full", "channel", "channel-mean")
 # measure()'s own arguments that RunConfig sets itself: not allowed in measure_kwargs.
 _MEASURE_OWN = {"model", "data", "layers", "perturbation", "n_probes", "seed", "generator",
-                "channels", "device", "progress", "meta", "probe_noise"}
+                "channels", "device", "progress", "meta", "probe_noise", "config"}
 
 
 @dataclass
@@ -172,7 +172,7 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown measure_kwargs {sorted(unknown)}; valid: {sorted(params)} "
                              f"(layers, perturbation, n_probes, seed, channels and probe_noise are "
-                             f"RunConfig fields)")
+                             f"RunConfig fields; a MeasureConfig's other fields go here one by one)")
 
     @property
     def probe_noise_value(self) -> float:
