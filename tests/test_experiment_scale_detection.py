@@ -11,6 +11,11 @@ standard errors of the engine's per-probe noise numerators (the denominators bei
 Monte-Carlo route (different streams), so no 1e-9 comparison of G is possible or claimed.
 (b) A tiny experiment runs end to end; a re-run skips the finished units; a unit whose files
 were removed is recomputed identically (determinism for a seed, and resumption).
+(c) The units are sweep runs: their tables equal, bit for bit, ``measure`` called directly on
+their checkpoints as the experiment measured before it used the sweep engine (balanced probes,
+``ActivePixelMove``); a pool of 2 workers gives the tables of one; a unit folder of the old
+layout (``units/s{s}-seed{seed}/train``) is adopted without training again, and one trained
+with another config is refused; a failing unit is named while the others are kept.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import pandas as pd
 import pytest
 import torch
 
+from diffeosense.experiments.run import run_dir
 from diffeosense.experiments.scale_detection import (
     ScaleDetectionExperiment,
     fit_exponents,
     preset,
     run,
+    run_configs,
     theory_table,
 )
 from diffeosense.models.cnn1d import homogeneous_pooling_net
@@ -88,6 +95,13 @@ def _tiny(**kw) -> ScaleDetectionExperiment:
     return preset("lazy", **{**base, **kw})
 
 
+def _unit(cfg, root, stride, seed):
+    """The run folder of unit (stride, seed) in the experiment folder ``root``."""
+    c = next(c for c in run_configs(cfg)
+             if (c.train.model_kwargs["stride"], c.train.seed) == (stride, seed))
+    return run_dir(c, root / "runs")
+
+
 def test_tiny_experiment_end_to_end_resumes_and_is_deterministic(tmp_path):
     cfg = _tiny()
     first = run(cfg, tmp_path, progress=False)
@@ -121,8 +135,7 @@ def test_tiny_experiment_end_to_end_resumes_and_is_deterministic(tmp_path):
     from diffeosense.data.scale_detection import make_scale_detection
     from diffeosense.train import load_checkpoint
 
-    _, tcfg, _ = load_checkpoint(root / "units" / "s2-seed0" / "train" / "checkpoints" /
-                                 "last.pt")
+    _, tcfg, _ = load_checkpoint(_unit(cfg, root, 2, 0) / "train" / "checkpoints" / "last.pt")
     assert tcfg.data.name == cfg.dataset_name() and tcfg.data.name.startswith(
         "scale-detection-1d:size=16,xi=4.0,gap=2.0,task=distance")
     ds, data = load_dataset(tcfg.data), make_scale_detection(cfg.data_config())
@@ -136,10 +149,10 @@ def test_tiny_experiment_end_to_end_resumes_and_is_deterministic(tmp_path):
     # Resumption: a unit whose measurement after training was lost (killed before its end)
     # is completed from its training checkpoint; a unit removed entirely is retrained from
     # scratch. Both give the same numbers as before (deterministic for a seed).
-    u1 = root / "units" / "s1-seed0"
-    (u1 / "unit.json").unlink()
-    (u1 / "trained.csv").unlink()
-    shutil.rmtree(root / "units" / "s2-seed0")
+    u1 = _unit(cfg, root, 1, 0)
+    (u1 / "done").unlink()
+    (u1 / "sensitivity_trained.csv").unlink()
+    shutil.rmtree(_unit(cfg, root, 2, 0))
     third = run(cfg, tmp_path, progress=False)
     assert sorted(third.units_run) == [(1, 0), (2, 0)]
     cols = ["stride", "seed", "state", "layer", "D", "G", "R", "D_se", "G_se", "R_se"]
@@ -176,6 +189,147 @@ def test_tiny_experiment_end_to_end_resumes_and_is_deterministic(tmp_path):
                  "--no-progress", "--no-plot", "--set", *sets]) == 0
 
 
+_UNIT_KEYS = {"stride", "seed", "model_kwargs", "lr", "epochs_run", "stopped", "train_loss",
+              "train_error", "test_error", "n_probes", "train_seconds", "seconds_this_call", "run"}
+
+
+def _direct_unit_tables(cfg, folder, stride, seed):
+    """What the experiment computed before its units were sweep runs, called here directly on
+    the unit's checkpoints: ``measure`` with ``ActivePixelMove``, balanced probes, the full
+    and channel-mean views, saved and read back as CSV (the unit's tables went that way)."""
+    from diffeosense.data.scale_detection import ActivePixelMove, make_scale_detection
+    from diffeosense.probes import balanced_probes
+    from diffeosense.sensitivity import SensitivityResult
+    from diffeosense.train import load_checkpoint
+
+    data = make_scale_detection(cfg.data_config())
+    probes = balanced_probes(data.x_test, data.y_test, cfg.n_probes)
+    move = ActivePixelMove(cfg.data_config(), label_preserving=True, boundary="clip")
+    out = {}
+    for state, name in (("init", "init.pt"), ("trained", "last.pt")):
+        model, _, _ = load_checkpoint(folder / "train" / "checkpoints" / name)
+        res = measure(model, probes, layers="all", perturbation=move, n_probes=len(probes),
+                      batch_size=cfg.measure_batch_size, seed=seed,
+                      noise_match=cfg.noise_match, denominator=cfg.denominator,
+                      channels=True, device="cpu")
+        table = res.table[res.table.view.isin(["full", "channel-mean"])].reset_index(drop=True)
+        path = folder.parent.parent / f"direct-s{stride}-seed{seed}-{state}.csv"
+        SensitivityResult(table, res.config, res.provenance).save(path)
+        out[state] = SensitivityResult.load(path).to_frame()
+    return out
+
+
+def test_units_are_the_direct_measurement_bit_for_bit(tmp_path):
+    """Each unit's tables are exactly (check_exact) measure() on its checkpoints as the
+    experiment called it before the sweep engine; the unit's move spec builds that move."""
+    from diffeosense.data.scale_detection import ActivePixelMove, make_scale_detection
+    from diffeosense.experiments.run import load_run
+    from diffeosense.perturbations import as_perturbation
+
+    cfg = _tiny(n_probes=16, seeds=(0, 1), strides=(2,), depths=(3,))
+    res = run(cfg, tmp_path, progress=False, workers=1)
+    assert {k for u in res.units for k in u} == _UNIT_KEYS
+    for c in run_configs(cfg):
+        spec = as_perturbation(c.perturbation)
+        old = ActivePixelMove(cfg.data_config(), label_preserving=True, boundary="clip")
+        assert (spec.label_preserving, spec.boundary) == (True, "clip")
+        x = make_scale_detection(cfg.data_config()).x_test[:64]
+        a = spec.sample(x, torch.Generator().manual_seed(5))
+        b = old.sample(x, torch.Generator().manual_seed(5))
+        assert torch.equal(a.old, b.old) and torch.equal(a.new, b.new)
+        assert torch.equal(spec.apply(x, a), old.apply(x, b))
+        folder = run_dir(c, res.out_dir / "runs")
+        stride, seed = c.train.model_kwargs["stride"], c.train.seed
+        direct = _direct_unit_tables(cfg, folder, stride, seed)
+        tables = load_run(folder)["tables"]
+        for state in ("init", "trained"):
+            pd.testing.assert_frame_equal(tables[state].to_frame(), direct[state],
+                                          check_exact=True)
+            tidy = res.sensitivity[(res.sensitivity.seed == seed)
+                                   & (res.sensitivity.state == state)]
+            np.testing.assert_array_equal(tidy.D.to_numpy(), direct[state].D.to_numpy())
+        assert not (direct["init"].view == "channel").any()
+
+
+def test_parallel_units_equal_sequential(tmp_path):
+    cfg = _tiny(seeds=(0, 1), strides=(2,), depths=(3,))
+    one = run(cfg, tmp_path / "one", progress=False, workers=1)
+    two = run(cfg, tmp_path / "two", progress=False, workers=2)
+    assert sorted(two.units_run) == [(2, 0), (2, 1)]
+    for name in ("sensitivity", "aggregate", "theory", "exponents"):
+        assert (one.out_dir / f"{name}.csv").read_bytes() == \
+            (two.out_dir / f"{name}.csv").read_bytes(), name
+
+
+def _to_old_layout(cfg, root, stride, seed):
+    """Turn unit (stride, seed) of a finished run into the layout of the code before the sweep
+    engine: ``units/s{s}-seed{seed}/`` with ``train/``, ``init.csv``, ``trained.csv`` and
+    ``unit.json``; its run folder gone."""
+    folder = _unit(cfg, root, stride, seed)
+    old = root / "units" / f"s{stride}-seed{seed}"
+    old.mkdir(parents=True)
+    (folder / "train").rename(old / "train")
+    for state in ("init", "trained"):
+        for suffix in (".csv", ".meta.json"):
+            (folder / f"sensitivity_{state}{suffix}").rename(old / f"{state}{suffix}")
+    (old / "unit.json").write_text(json.dumps({"stride": stride, "seed": seed}))
+    shutil.rmtree(folder)
+    return old
+
+
+def test_old_unit_folders_are_adopted_not_retrained(tmp_path):
+    cfg = _tiny(seeds=(0, 1), strides=(2,), depths=(3,))
+    first = run(cfg, tmp_path, progress=False, workers=1)
+    root = first.out_dir
+    old = _to_old_layout(cfg, root, 2, 1)
+    kept = {p.relative_to(old / "train"): p.read_bytes()
+            for p in (old / "train").rglob("*") if p.suffix in (".pt", ".jsonl")}
+    again = run(cfg, tmp_path, progress=False, workers=1)
+    assert again.units_skipped == [(2, 0)] and again.units_run == [(2, 1)]
+    train = _unit(cfg, root, 2, 1) / "train"
+    # The training moved, and was not continued or redone: checkpoints and metrics unchanged.
+    assert {p: (train / p).read_bytes() for p in kept} == kept
+    assert not (root / "units").exists()
+    for name in ("sensitivity", "aggregate", "exponents"):
+        pd.testing.assert_frame_equal(getattr(again, name), getattr(first, name),
+                                      check_exact=True)
+    assert again.units[1]["epochs_run"] == first.units[1]["epochs_run"]
+    assert again.units[1]["stopped"] == first.units[1]["stopped"]
+
+    # An old unit trained with another config is refused, by name, and left in place.
+    old = _to_old_layout(cfg, root, 2, 0)
+    blob = json.loads((old / "train" / "config.json").read_text())
+    blob["config"]["lr"] = 0.5
+    (old / "train" / "config.json").write_text(json.dumps(blob))
+    with pytest.raises(ValueError, match=rf"{old} .*trained another config .*lr.*move it away"):
+        run(cfg, tmp_path, progress=False, workers=1)
+    assert (old / "train" / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_failed_unit_is_named_and_the_others_kept(tmp_path, monkeypatch):
+    import diffeosense.experiments.run as run_module
+
+    real = run_module._run_in
+
+    def flaky(c, folder, progress):
+        if c.seed == 1:
+            raise RuntimeError("injected failure")
+        return real(c, folder, progress)
+
+    cfg = _tiny(seeds=(0, 1), strides=(2,), depths=(3,))
+    monkeypatch.setattr(run_module, "_run_in", flaky)
+    root = tmp_path / f"scale-detection-{cfg.folder_hash()}"
+    err = run_dir(run_configs(cfg)[1], root / "runs") / "error.txt"
+    with pytest.raises(RuntimeError, match=rf"1 unit\(s\) .*stride 2 seed 1 \({err}\)"):
+        run(cfg, tmp_path, progress=False, workers=1)
+    assert "injected failure" in err.read_text()
+    assert (_unit(cfg, root, 2, 0) / "done").is_file()
+    monkeypatch.setattr(run_module, "_run_in", real)
+    res = run(cfg, tmp_path, progress=False, workers=1)
+    assert res.units_skipped == [(2, 0)] and res.units_run == [(2, 1)]
+    assert not err.exists()
+
+
 def test_compare_activations_table_carries_its_sidecar(tmp_path, capsys):
     """``--compare-activations`` writes activations_exponents.csv through write_table: both
     runs' exponents, a sidecar naming them; truncated or edited, the table is refused."""
@@ -193,8 +347,8 @@ def test_compare_activations_table_carries_its_sidecar(tmp_path, capsys):
     table, meta = assert_tampering_refused(path, read_table)
     assert meta["activations"] == ["relu", "tanh"] and meta["config"]["epochs"] == 2
     assert sorted(set(table.activation)) == ["relu", "tanh"]
-    for act, run_dir in zip(meta["activations"], meta["runs"], strict=True):
-        own = read_table(f"{run_dir}/exponents.csv")[0]
+    for act, folder in zip(meta["activations"], meta["runs"], strict=True):
+        own = read_table(f"{folder}/exponents.csv")[0]
         mine = table[table.activation == act].drop(columns=["activation", "run"])
         pd.testing.assert_frame_equal(mine.reset_index(drop=True), own[list(mine.columns)])
 

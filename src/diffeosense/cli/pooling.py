@@ -10,7 +10,8 @@ _EXAMPLES = """examples:
   diffeosense pooling --checkpoint runs/v/checkpoints/last.pt \\
       --init-checkpoint runs/v/checkpoints/init.pt --data mnist-embedded --out runs/v/pooling
   diffeosense pooling --model vgg11 --data cifar10 --n-shuffles 5 --out runs/vgg-init-pooling
-  ck=runs/scale-detection-<hash>/units/s2-seed0/train/checkpoints   # a 1D scale-detection unit
+  ck=runs/scale-detection-<hash>/runs/<run>/train/checkpoints  # a 1D scale-detection unit
+                                        # (<run>: its "run" in summary.json's units)
   diffeosense pooling --checkpoint $ck/last.pt --init-checkpoint $ck/init.pt \\
       --init-shuffles 3 --n-probes all --denominator pairs-incl-diag --out runs/pool-s2
 
@@ -266,8 +267,12 @@ def _check_task_named(path: Path, data_cfg) -> None:
     the run's; the error gives the ``--data`` of the run's task (from its config.json)."""
     if data_cfg.name.lower() != "scale-detection-1d":
         return
-    up = path.resolve().parents  # root/units/<unit>/train/checkpoints/<name>.pt
-    if len(up) < 5 or up[3].name != "units" or not (up[4] / "config.json").exists():
+    # root/units/<unit>/train/checkpoints/<name>.pt (the layout before the sweep engine) or
+    # root/runs/<run hash>/train/checkpoints/<name>.pt (today's; its checkpoints name their
+    # task, and an old unit of another config is refused rather than moved there)
+    up = path.resolve().parents
+    if len(up) < 5 or up[3].name not in ("units", "runs") or not (up[4] / "config.json"
+                                                                   ).exists():
         return
     from ..data.scale_detection import dataset_task
     from ..experiments.scale_detection import ScaleDetectionExperiment
