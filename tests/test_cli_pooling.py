@@ -95,7 +95,7 @@ def sd_run(tmp_path_factory):
     cfg = preset("lazy", size=16, xi=4, gap=2, train_size=24, strides=(2,), depths=(3,),
                  width=4, epochs=2, seeds=(0,), measure_batch_size=64)
     res = run(cfg, tmp_path_factory.mktemp("sd"), progress=False)
-    return cfg, res.out_dir / "units" / "s2-seed0" / "train" / "checkpoints"
+    return cfg, res.out_dir / "runs" / res.units[0]["run"] / "train" / "checkpoints"
 
 
 def _direct_report(cfg, checkpoint, n_probes, n_shuffles):
@@ -177,10 +177,13 @@ def test_scale_detection_clear_errors(sd_run, lenet_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "2D network" in err and "[1, 64]" in err
     # A unit checkpoint written before the units named their task (bare 'scale-detection-1d',
-    # the default task, N = 64): refused, with the --data of the run's task.
+    # the default task, N = 64), in the layout of that time (units/s2-seed0/train): refused,
+    # with the --data of the run's task.
     root = ck.parents[3]
     old = tmp_path / "old" / root.name
     shutil.copytree(root, old)
+    (old / "units" / "s2-seed0").mkdir(parents=True)
+    (old / ck.relative_to(root).parent).rename(old / "units" / "s2-seed0" / "train")
     last = old / "units" / "s2-seed0" / "train" / "checkpoints" / "last.pt"
     blob = torch.load(last, weights_only=True)
     blob["config"]["data"]["name"] = "scale-detection-1d"
@@ -189,6 +192,14 @@ def test_scale_detection_clear_errors(sd_run, lenet_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "before its checkpoints named their task" in err
     assert f"--data '{cfg.dataset_name()}'" in err
+    # The same checkpoint in today's layout (runs/<run hash>/train) is found alike.
+    new = tmp_path / "new" / root.name
+    shutil.copytree(root, new)
+    torch.save(blob, new / ck.relative_to(root) / "last.pt")
+    rc = main(["pooling", "--checkpoint", str(new / ck.relative_to(root) / "last.pt"), "--out",
+               str(tmp_path / "c2"), *SD_FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--data '{cfg.dataset_name()}'" in err
     # ... and measured on the run's task with that --data (its P and seed are kept).
     rc = main(["pooling", "--checkpoint", str(last), "--data", cfg.dataset_name(),
                "--n-probes", "16", "--out", str(tmp_path / "d"), *SD_FAST])
