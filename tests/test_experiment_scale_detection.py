@@ -252,8 +252,18 @@ def test_units_are_the_direct_measurement_bit_for_bit(tmp_path):
 
 
 def test_parallel_units_equal_sequential(tmp_path):
+    """Two pool workers give the bytes of one unit after the other in this process. The pool
+    gives each worker ``cores // workers`` threads, and a CPU reduction's last bits depend on
+    the thread count, so the sequential run is held at that count (1 thread on 2 cores)."""
+    from diffeosense.experiments.backends import usable_cores
+
     cfg = _tiny(seeds=(0, 1), strides=(2,), depths=(3,))
-    one = run(cfg, tmp_path / "one", progress=False, workers=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, usable_cores() // 2))
+    try:
+        one = run(cfg, tmp_path / "one", progress=False, workers=1)
+    finally:
+        torch.set_num_threads(threads)
     two = run(cfg, tmp_path / "two", progress=False, workers=2)
     assert sorted(two.units_run) == [(2, 0), (2, 1)]
     for name in ("sensitivity", "aggregate", "theory", "exponents"):
