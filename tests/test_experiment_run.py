@@ -15,6 +15,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from diffeosense.data import DataConfig, load_dataset
@@ -138,6 +139,44 @@ def test_hash_ignores_where_a_run_executes():
         tiny(channels=True).hash()
     with pytest.raises(ValueError, match="views"):
         tiny(views=["channel-mean"])  # needs channels=True
+
+
+def test_fields_added_later_keep_the_old_hashes(tmp_path):
+    """Folders written before ``probe_order``, ``views`` and ``n_probes=None`` existed keep
+    their names: the hashes below were computed before those fields (at their defaults) were
+    added; a value other than the default names another folder."""
+    assert tiny().hash() == "72ae71510797"
+    assert tiny(probe_order="balanced").hash() == "5c43190d0b4b"
+    assert tiny(views=None).hash() == tiny().hash()
+    assert RunConfig.from_dict({k: v for k, v in tiny().to_dict().items()
+                                if k not in ("views", "probe_order")}).hash() == "72ae71510797"
+    assert tiny(channels=True, views=["full", "channel-mean"]).hash() != \
+        tiny(channels=True).hash()
+    assert tiny(n_probes=None).hash() not in (tiny().hash(), "72ae71510797")
+    with pytest.raises(ValueError, match="need channels=True"):
+        tiny(views=["channel-mean"])
+    with pytest.raises(ValueError, match="views must be distinct names"):
+        tiny(channels=True, views=["full", "spatial"])
+    with pytest.raises(ValueError, match="n_probes must be >= 2"):
+        tiny(n_probes=1)
+
+
+def test_views_keep_their_rows_and_n_probes_none_takes_the_split(tmp_path):
+    """``views`` drops the other rows of the very table measured with all of them;
+    ``n_probes=None`` measures every probe of the split (the same as naming that number)."""
+    cfg = tiny(stages=["init"], channels=True, views=["full", "channel-mean"])
+    kept = load_run(run(cfg, tmp_path))["tables"]["init"].to_frame()
+    every = load_run(run(tiny(stages=["init"], channels=True), tmp_path))["tables"]["init"]
+    every = every.to_frame()
+    assert set(every.view) == {"full", "channel", "channel-mean"}
+    assert set(kept.view) == {"full", "channel-mean"}
+    pd.testing.assert_frame_equal(
+        kept, every[every.view != "channel"].reset_index(drop=True), check_exact=True)
+    n_test = len(load_dataset(tiny().train.data).x_test)
+    a = load_run(run(tiny(stages=["init"], n_probes=None), tmp_path))["tables"]["init"]
+    b = load_run(run(tiny(stages=["init"], n_probes=n_test), tmp_path))["tables"]["init"]
+    assert int(a.to_frame().n_probes.iloc[0]) == n_test
+    pd.testing.assert_frame_equal(a.to_frame(), b.to_frame(), check_exact=True)
 
 
 def test_shuffled_copies_are_measured_on_the_same_probes(tmp_path):

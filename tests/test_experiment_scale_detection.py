@@ -24,11 +24,13 @@ import pandas as pd
 import pytest
 import torch
 
+from diffeosense.experiments.run import run_dir
 from diffeosense.experiments.scale_detection import (
     ScaleDetectionExperiment,
     fit_exponents,
     preset,
     run,
+    run_configs,
     theory_table,
     unit_folder,
 )
@@ -211,8 +213,8 @@ def test_compare_activations_table_carries_its_sidecar(tmp_path, capsys):
     table, meta = assert_tampering_refused(path, read_table)
     assert meta["activations"] == ["relu", "tanh"] and meta["config"]["epochs"] == 2
     assert sorted(set(table.activation)) == ["relu", "tanh"]
-    for act, run_dir in zip(meta["activations"], meta["runs"], strict=True):
-        own = read_table(f"{run_dir}/exponents.csv")[0]
+    for act, folder in zip(meta["activations"], meta["runs"], strict=True):
+        own = read_table(f"{folder}/exponents.csv")[0]
         mine = table[table.activation == act].drop(columns=["activation", "run"])
         pd.testing.assert_frame_equal(mine.reset_index(drop=True), own[list(mine.columns)])
 
@@ -331,3 +333,92 @@ def test_a_failing_unit_is_named_and_the_others_kept(tmp_path):
         run(cfg, tmp_path, progress=False, workers=1)
     assert run_status(bad) == "failed" and (bad / "error.txt").read_text()
     assert run_status(unit_folder(cfg, tmp_path, 2, 0)) == "done"
+
+
+def _unit(cfg, root, stride, seed):
+    """The run folder of unit (stride, seed) in the experiment folder ``root``."""
+    c = next(c for c in run_configs(cfg)
+             if (c.train.model_kwargs["stride"], c.train.seed) == (stride, seed))
+    return run_dir(c, root / "runs")
+
+
+_UNIT_KEYS = {"stride", "seed", "model_kwargs", "lr", "epochs_run", "stopped", "train_loss",
+              "train_error", "test_error", "n_probes", "train_seconds", "seconds_this_call", "run"}
+
+
+def _direct_unit_tables(cfg, folder, stride, seed):
+    """What the experiment computed before its units were sweep runs, called here directly on
+    the unit's checkpoints: ``measure`` with ``ActivePixelMove``, balanced probes, the full
+    and channel-mean views, saved and read back as CSV (the unit's tables went that way)."""
+    from diffeosense.data.scale_detection import ActivePixelMove, make_scale_detection
+    from diffeosense.probes import balanced_probes
+    from diffeosense.sensitivity import SensitivityResult
+    from diffeosense.train import load_checkpoint
+
+    data = make_scale_detection(cfg.data_config())
+    probes = balanced_probes(data.x_test, data.y_test, cfg.n_probes)
+    move = ActivePixelMove(cfg.data_config(), label_preserving=True, boundary="clip")
+    out = {}
+    for state, name in (("init", "init.pt"), ("trained", "last.pt")):
+        model, _, _ = load_checkpoint(folder / "train" / "checkpoints" / name)
+        res = measure(model, probes, layers="all", perturbation=move, n_probes=len(probes),
+                      batch_size=cfg.measure_batch_size, seed=seed,
+                      noise_match=cfg.noise_match, denominator=cfg.denominator,
+                      channels=True, device="cpu")
+        table = res.table[res.table.view.isin(["full", "channel-mean"])].reset_index(drop=True)
+        path = folder.parent.parent / f"direct-s{stride}-seed{seed}-{state}.csv"
+        SensitivityResult(table, res.config, res.provenance).save(path)
+        out[state] = SensitivityResult.load(path).to_frame()
+    return out
+
+
+def test_units_are_the_direct_measurement_bit_for_bit(tmp_path):
+    """Each unit's tables are exactly (check_exact) measure() on its checkpoints as the
+    experiment called it before the sweep engine; the unit's move spec builds that move."""
+    from diffeosense.data.scale_detection import ActivePixelMove, make_scale_detection
+    from diffeosense.experiments.run import load_run
+    from diffeosense.perturbations import as_perturbation
+
+    cfg = _tiny(n_probes=16, seeds=(0, 1), strides=(2,), depths=(3,))
+    res = run(cfg, tmp_path, progress=False, workers=1)
+    assert {k for u in res.units for k in u} == _UNIT_KEYS
+    for c in run_configs(cfg):
+        spec = as_perturbation(c.perturbation)
+        old = ActivePixelMove(cfg.data_config(), label_preserving=True, boundary="clip")
+        assert (spec.label_preserving, spec.boundary) == (True, "clip")
+        x = make_scale_detection(cfg.data_config()).x_test[:64]
+        a = spec.sample(x, torch.Generator().manual_seed(5))
+        b = old.sample(x, torch.Generator().manual_seed(5))
+        assert torch.equal(a.old, b.old) and torch.equal(a.new, b.new)
+        assert torch.equal(spec.apply(x, a), old.apply(x, b))
+        folder = run_dir(c, res.out_dir / "runs")
+        stride, seed = c.train.model_kwargs["stride"], c.train.seed
+        direct = _direct_unit_tables(cfg, folder, stride, seed)
+        tables = load_run(folder)["tables"]
+        for state in ("init", "trained"):
+            pd.testing.assert_frame_equal(tables[state].to_frame(), direct[state],
+                                          check_exact=True)
+            tidy = res.sensitivity[(res.sensitivity.seed == seed)
+                                   & (res.sensitivity.state == state)]
+            np.testing.assert_array_equal(tidy.D.to_numpy(), direct[state].D.to_numpy())
+        assert not (direct["init"].view == "channel").any()
+
+
+def test_parallel_units_equal_sequential(tmp_path):
+    """Two pool workers give the bytes of one unit after the other in this process. The pool
+    gives each worker ``cores // workers`` threads, and a CPU reduction's last bits depend on
+    the thread count, so the sequential run is held at that count (1 thread on 2 cores)."""
+    from diffeosense.experiments.backends import usable_cores
+
+    cfg = _tiny(seeds=(0, 1), strides=(2,), depths=(3,))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, usable_cores() // 2))
+    try:
+        one = run(cfg, tmp_path / "one", progress=False, workers=1)
+    finally:
+        torch.set_num_threads(threads)
+    two = run(cfg, tmp_path / "two", progress=False, workers=2)
+    assert sorted(two.units_run) == [(2, 0), (2, 1)]
+    for name in ("sensitivity", "aggregate", "theory", "exponents"):
+        assert (one.out_dir / f"{name}.csv").read_bytes() == \
+            (two.out_dir / f"{name}.csv").read_bytes(), name

@@ -204,8 +204,7 @@ def test_a_lock_that_could_not_be_written_is_no_lock(tmp_path, monkeypatch):
     import errno
     import time
 
-    from diffeosense._io import locks
-    from diffeosense._io import LOCK_NAME, RunFolderBusy, run_lock
+    from diffeosense._io import LOCK_NAME, RunFolderBusy, locks, run_lock
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")

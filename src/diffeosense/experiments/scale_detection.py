@@ -56,22 +56,36 @@ Choices (all fields of :class:`ScaleDetectionExperiment`, saved beside the resul
   is defined (with stride, ``N / F^k >= 2``). ``theory_fit`` in the exponent table is the fit
   of that exact curve over the same window, ``predicted`` the asymptotic law.
 
+Each (stride, seed) unit is a :class:`~diffeosense.experiments.run.RunConfig`
+(:func:`run_configs`: train, then measure ``init.pt`` and the final ``last.pt`` on the balanced
+probes with the task's move, keeping the ``full`` and ``channel-mean`` views), run by the sweep
+engine (:func:`~diffeosense.experiments.sweep.run_sweep`): units execute in parallel on a local
+process pool, Ray or SLURM (``backend``, ``workers``), a killed unit resumes from its
+checkpoints, and finished units are not re-run.
+
 Run folder (``out_dir / "scale-detection-<hash>"``, the hash of the config without ``seeds``,
 so a re-run with more seeds re-uses the finished ones)::
 
     config.json                  the experiment config, its hash, provenance
-    units/s{s}-seed{seed}/       one (stride, seed) unit
+    runs/<run hash>/             one (stride, seed) unit (a sweep run folder, ``run.run``):
         train/                   the training run (diffeosense.train.train, on the dataset
                                  spec ``dataset_name()``: ordinary checkpoints)
-        init.csv, trained.csv    sensitivity tables (+ .meta.json)
-        unit.json                written last: the unit is finished
+        sensitivity_init.csv, sensitivity_trained.csv   tables (+ .meta.json)
+        done                     written last: the unit is finished
+    runs/sweep.json              the units' outcomes
     sensitivity.csv              every unit, tidy (stride, seed, state, view, layer, k, D, G, R,
                                  *_se)
     aggregate.csv                geometric means over the seeds (sensitivity.aggregate;
                                  one seed: its own table and per-probe standard errors)
     theory.csv                   the idealized net (stride, k, D, G, R)
     exponents.csv                fitted vs predicted exponents
-    summary.json                 training outcome of every unit, exponents, provenance
+    summary.json                 training outcome of every unit (its ``run`` hash among them),
+                                 exponents, provenance
+
+A folder written before the units were sweep runs holds ``units/s{s}-seed{seed}/`` (``train/``,
+``init.csv``, ``trained.csv``, ``unit.json``): :func:`run` moves each unit's ``train/`` into
+its run folder (the training is not repeated), measures it there (the same tables) and removes
+the rest of the old unit folder; an old unit trained with another config is refused, by name.
 
 >>> cfg = preset("small")
 >>> cfg.size, cfg.task, cfg.filter_size, cfg.strides, cfg.depths, cfg.lr_effective
