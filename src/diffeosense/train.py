@@ -62,7 +62,7 @@ from ._io import (
 )
 from ._validate import check_device, check_types
 from .data import DataConfig, ImageDataset, list_datasets, load_dataset
-from .models import create_model, list_models
+from .models import create_model, list_models, normalize_spec
 from .models._registry import model_options
 from .provenance import config_hash, provenance
 
@@ -91,7 +91,9 @@ class TrainConfig:
     """Everything a training run depends on; saved as ``config.json`` beside the run.
 
     Attributes:
-        model, model_kwargs: ``create_model(model, in_channels, num_classes, **model_kwargs)``.
+        model, model_kwargs: ``create_model(model, in_channels, num_classes, **model_kwargs)``:
+            any model spec (a registered name, ``torchvision:NAME``, ``timm:NAME``,
+            ``FILE.py:FACTORY``, ``package.module:FACTORY``; :mod:`diffeosense.models.specs`).
         data: the :class:`~diffeosense.data.DataConfig` (dataset, P, augmentation, noise).
         epochs, batch_size: the budget and the SGD batch.
         optimizer: "sgd", "adam" or "auto" (Adam for fully connected ``fc*`` nets, else SGD).
@@ -235,7 +237,8 @@ def build_model(cfg: TrainConfig, data: ImageDataset) -> tuple[nn.Module, dict[s
         torch.manual_seed(_derive_seed(cfg.seed, "init"))
         model = create_model(cfg.model, **kwargs)
     _check_input_shape(model, cfg.model, data)
-    return model, {"name": cfg.model, "kwargs": kwargs}
+    # A factory file's path made absolute: the checkpoint rebuilds from any folder.
+    return model, {"name": normalize_spec(cfg.model), "kwargs": kwargs}
 
 
 def _check_input_shape(model: nn.Module, name: str, data: ImageDataset) -> None:
@@ -391,8 +394,10 @@ def load_checkpoint(
     spec = ckpt["model_spec"]
     if model is None:
         try:
+            # Pretrained weights are not fetched again: the checkpoint's state replaces them.
+            kwargs = {k: v for k, v in spec["kwargs"].items() if k != "weights"}
             with torch.random.fork_rng(devices=[]):
-                model = create_model(spec["name"], **spec["kwargs"])
+                model = create_model(spec["name"], **kwargs)
         except (ValueError, TypeError) as e:
             raise ValueError(
                 f"cannot rebuild the model of {path} ({e}); pass model= to load_checkpoint"
