@@ -42,16 +42,16 @@ def _result(out):
 def test_train_then_measure_a_folder_keeps_its_resize_and_crop(photos, tmp_path, capsys):
     run = tmp_path / "run"  # a fully connected net: it takes one image size only
     assert main(["train", "--model", "fc2", "--model-kw", "width=8", "--data",
-                 f"folder:{photos}", "--resize", "9", "--crop", "8", "--epochs", "1",
+                 f"folder:{photos}", "--resize", "11", "--crop", "10", "--epochs", "1",
                  "--batch-size", "8", "--out", str(run), "--no-progress"]) == 0
     cfg = json.loads((run / "config.json").read_text())["config"]["data"]
-    assert (cfg["name"], cfg["resize"], cfg["crop"]) == (f"folder:{photos}", 9, 8)
+    assert (cfg["name"], cfg["resize"], cfg["crop"]) == (f"folder:{photos}", 11, 10)
     out = tmp_path / "sens"
     assert main(["measure", "--checkpoint", str(run / "checkpoints" / "last.pt"),
                  "--n-probes", "3", "--out", str(out), "--no-plot", "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["n_probes"] == 3
     assert _result(out)["config"]["data"] == f"folder:{photos}"
-    # the checkpoint's net takes 8 x 8 images: without the crop the folder does not fit
+    # the checkpoint's net takes 10 x 10 images: without the crop the folder does not fit
     rc = main(["measure", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--data",
                f"folder:{photos}", "--n-probes", "3", "--out", str(tmp_path / "s2")])
     err = capsys.readouterr().err
@@ -109,14 +109,14 @@ def test_sweep_grid_over_user_datasets(photos, digits, tmp_path):
 
     spec = parse_sweep({
         "grid": {"model": ["fc2"], "dataset": [f"folder:{photos}", str(digits)]},
-        "data": {"resize": 8, "crop": 8}, "train": {"epochs": 1, "batch_size": 16},
+        "data": {"resize": 10, "crop": 10}, "train": {"epochs": 1, "batch_size": 16},
         "measure": {"n_probes": 3}})
     cfgs = expand(spec)
     assert [c.train.data.name for c in cfgs] == [f"folder:{photos}", str(digits)]
-    assert all(c.train.data.crop == 8 for c in cfgs) and cfgs[0].hash() != cfgs[1].hash()
+    assert all(c.train.data.crop == 10 for c in cfgs) and cfgs[0].hash() != cfgs[1].hash()
     assert run_sweep(cfgs[:1], tmp_path / "sweep", "local", workers=1).failed == []
     done = load_run(tmp_path / "sweep" / cfgs[0].hash())
-    assert done["config"].train.data.resize == 8
+    assert done["config"].train.data.resize == 10
 
 
 def test_reproduce_runs_its_grid_on_another_dataset(digits):
