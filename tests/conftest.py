@@ -19,3 +19,12 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("device", DEVICES)
     if "dtype" in metafunc.fixturenames:
         metafunc.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+
+
+@pytest.fixture(autouse=True)
+def _no_system_datasets(monkeypatch):
+    """No test sees the datasets installed on the machine (``/usr/share/datasets``): CI has
+    none, and a test of a missing dataset must find it missing."""
+    from diffeosense.data import datasets
+
+    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIRS", {})

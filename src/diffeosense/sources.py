@@ -68,8 +68,9 @@ class ModelSource:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.model_seed or 0)
-            return create_model(self.name, in_channels=data.probes.shape[1],
-                                num_classes=data.dataset.num_classes)
+            # A dataset without labels (num_classes 0): the model's default outputs.
+            k = {"num_classes": data.dataset.num_classes} if data.dataset.num_classes else {}
+            return create_model(self.name, in_channels=data.probes.shape[1], **k)
 
 
 def resolve_model(*, checkpoint: str | Path | None = None, model: str | None = None,
@@ -126,26 +127,33 @@ class DataSource:
         return out
 
 
-def _base(data_name: str) -> str:
-    """The dataset of a spec without its options (``scale-detection-1d:xi=8`` ->
-    ``scale-detection-1d``)."""
-    return data_name.lower().partition(":")[0]
+def _same_dataset(a: str, b: str) -> bool:
+    """Whether two specs name the same dataset, perhaps with other options
+    (``scale-detection-1d:xi=8`` and ``scale-detection-1d``)."""
+    from .data import parse_data_spec
+
+    sa, sb = parse_data_spec(a), parse_data_spec(b)
+    return (sa.kind, sa.target) == (sb.kind, sb.target)
 
 
 def resolve_data(name: str | None, model: ModelSource | None = None, *,
                  root: str | None = None, download: bool = True, n_probes: int | None = None,
-                 keep_split: bool = True) -> DataSource:
+                 keep_split: bool = True, options: dict[str, Any] | None = None
+                 ) -> DataSource:
     """The dataset ``name`` and its probes.
 
     Args:
-        name: a dataset spec; None: the checkpoint's own dataset and split (P, seed: a
-            generated task's test split), else ``mnist-embedded``.
+        name: a dataset spec (:mod:`diffeosense.data.specs`); None: the checkpoint's own
+            dataset and split (P, seed: a generated task's test split; its resize, crop and
+            normalization), else ``mnist-embedded``.
         model: the :class:`ModelSource` (its checkpoint's dataset is the default).
         root, download: where the torchvision datasets are, and whether to fetch a missing one
             (``root=None``: the dataset config's).
         n_probes: probes kept (``None``: all of the split; balanced: twice the smaller class).
         keep_split: with a checkpoint and ``name`` naming its dataset with other options, keep
             the checkpoint's P and data seed (they fix a scale-detection task's split).
+        options: :class:`~diffeosense.data.DataConfig` fields set explicitly (``resize``,
+            ``crop``, ``normalize``; None values are not set): they replace the dataset's.
     """
     from .data import DataConfig, load_dataset
     from .probes import default_perturbation, probe_order_for, select_probes
@@ -153,11 +161,12 @@ def resolve_data(name: str | None, model: ModelSource | None = None, *,
     own = model.train_config.data if model is not None and model.train_config else None
     if name is None:
         cfg = own if own is not None else DataConfig(name=DEFAULT_DATA)
-    elif own is not None and keep_split and _base(name) == _base(own.name):
+    elif own is not None and keep_split and _same_dataset(name, own.name):
         cfg = dataclasses.replace(own, name=name)
     else:
         cfg = DataConfig(name=name)
-    cfg = dataclasses.replace(cfg, root=root or cfg.root, download=download)
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    cfg = dataclasses.replace(cfg, root=root or cfg.root, download=download, **given)
     ds = load_dataset(cfg)
     order = probe_order_for(cfg.name)
     probes = select_probes(ds, n_probes, order=order)

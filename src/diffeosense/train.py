@@ -61,7 +61,7 @@ from ._io import (
     write_text,
 )
 from ._validate import check_device, check_types
-from .data import DataConfig, ImageDataset, list_datasets, load_dataset
+from .data import DataConfig, ImageDataset, load_dataset
 from .models import create_model, list_models, normalize_spec
 from .models._registry import model_options
 from .provenance import config_hash, provenance
@@ -253,9 +253,9 @@ def _check_input_shape(model: nn.Module, name: str, data: ImageDataset) -> None:
         shape = list(x.shape[1:])
         kinds = {type(m) for m in model.modules()}
         if nn.Conv1d in kinds and nn.Conv2d not in kinds and x.dim() == 4:
-            need = (f"{name} is a 1D network: it needs signals [C, L], and the image "
-                    f"datasets ({', '.join(list_datasets())}) do not fit; train it on 1D "
-                    "data with fit() (or `diffeosense scale-detection`)")  # fmt: skip
+            need = (f"{name} is a 1D network: it needs signals [C, L], not images; give "
+                    "it a scale-detection-1d task or a file of signals (PATH.npz with x "
+                    "[N, C, L]), or train it with fit()")  # fmt: skip
         elif nn.Conv2d in kinds and x.dim() == 3:
             need = f"{name} needs images [C, H, W]; use an image dataset"
         else:
@@ -302,6 +302,10 @@ def _loss_and_errors(
 
 def _check_labels(data: ImageDataset, loss: str) -> None:
     y = data.y_train
+    if y is None:
+        raise ValueError(f"dataset {data.name!r} has no labels (no y in its file, no labels "
+                         f"files): training needs them; measure and pooling work without "
+                         f"labels (D, G and R need none)")
     if loss == "hinge":
         if not y.is_floating_point() or not bool(((y == 1) | (y == -1)).all()):
             raise ValueError("hinge loss needs float labels in {-1, +1} (binary task)")
@@ -416,6 +420,15 @@ def _serialize(payload: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+def _with_defaults(d: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config with the fields added since it was written at their defaults
+    (an older run resumes); the config as stored if it no longer parses."""
+    try:
+        return TrainConfig.from_dict(d).to_dict()
+    except (ValueError, TypeError):
+        return d
+
+
 def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(a) | set(b)):
@@ -512,7 +525,7 @@ def _start_or_resume(run: _Run, resume: bool) -> None:
         )
     if last.exists():
         ckpt = _read_checkpoint(last, map_location=run.device)
-        diff = _config_diff(ckpt["config"], run.cfg_dict)
+        diff = _config_diff(_with_defaults(ckpt["config"]), run.cfg_dict)
         if diff:
             raise ValueError(
                 f"cannot resume {out_dir}: the config differs from the checkpoint's: "
@@ -794,6 +807,7 @@ def train(
     :func:`fit` it; see :func:`fit` for ``out_dir``, ``resume``, ``tracker`` and the files
     written."""
     data = dataset if dataset is not None else load_dataset(cfg.data)
+    _check_labels(data, cfg.loss)  # before the model: no labels, no number of outputs
     model, spec = build_model(cfg, data)
     return fit(model, data, None, cfg, out_dir, resume=resume, progress=progress, model_spec=spec,
                tracker=tracker)

@@ -6,7 +6,9 @@
 * backend options (:func:`add_backend_options`, :func:`backend_from_args`): where the units
   of ``sweep``, ``reproduce`` and ``scale-detection-2d`` run, one set of names;
 * model/data source options (:func:`add_source_options`): checkpoint or registered model,
-  dataset, its folder;
+  dataset, its folder, and how its images are served (:func:`add_data_options`: resize,
+  crop, normalization, the :class:`~diffeosense.data.DataConfig` fields every command with
+  ``--data`` takes);
 * output, progress and device options (:func:`add_output_options`,
   :func:`add_device_option`).
 """
@@ -201,10 +203,51 @@ def add_source_options(parser: argparse.ArgumentParser, *, model_first: bool = T
         src.add_argument(flag, help=text)
     parser.add_argument("--model-seed", type=int, default=0,
                         help="seed of the initialization for --model (default 0)")
-    parser.add_argument("--data", default=None, help=data_help)
+    parser.add_argument("--data", default=None, help=f"{data_help}. {DATA_SPEC_HELP}")
     add_data_root_option(parser)
     parser.add_argument("--no-download", action="store_true",
                         help="never try to download a missing dataset")
+    add_data_options(parser)
+
+
+# What --data takes: one text for every command (the grammar is diffeosense.data.specs).
+DATA_SPEC_HELP = (
+    "A dataset is a name (mnist-embedded: no download; cifar10, mnist, fashion-mnist, svhn: "
+    "read from --data-root, fashion-mnist also from the Debian package dataset-fashion-mnist, "
+    "else downloaded), a task (scale-detection-2d[:size=28,xi=14,gap=2], "
+    "scale-detection-1d[:...]), folder:PATH (images in class subfolders, or in PATH/train/ "
+    "and PATH/test/; one folder is split 80/20 with a fixed seed), idx:PATH (MNIST-format "
+    "idx files, .gz or not), or a file PATH.npz / PATH.npy / PATH.pt (arrays x, y, x_test, "
+    "y_test; without y: measure only)")
+
+# DataConfig field -> (flag, argparse keyword arguments); defaults None: "not given", the
+# defaults live in DataConfig (and a checkpoint's own dataset keeps its values).
+_DATA_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "resize": ("--resize", dict(
+        type=int, metavar="N", help="resize every image so that its shorter side is N pixels "
+        "(aspect kept, antialiased), before --crop (default: as stored)")),
+    "crop": ("--crop", dict(
+        type=int, metavar="N", help="keep the central N x N pixels of every image (default: "
+        "all)")),
+    "normalize": ("--normalize", dict(
+        choices=["dataset", "none", "imagenet"], help="per-channel normalization: dataset = "
+        "mean and std of the training set (default, as every dataset), none = pixel values "
+        "in [0, 1] (floats as stored), imagenet = ImageNet's mean and std (pretrained nets)")),
+}
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """``--resize``, ``--crop``, ``--normalize``: the image fields of
+    :class:`~diffeosense.data.DataConfig`, for every command that takes ``--data``."""
+    g = parser.add_argument_group("data", "how the images of --data are served")
+    for name, (flag, kw) in _DATA_OPTIONS.items():
+        g.add_argument(flag, dest=name, default=None, **kw)
+
+
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`add_data_options` values given on the command line, by DataConfig field
+    (None: not given)."""
+    return {name: getattr(args, name) for name in _DATA_OPTIONS}
 
 
 def fit_hint(source) -> str:

@@ -18,6 +18,8 @@ _MEASURE_EXAMPLES = """examples:
       --statistic component-median --out runs/r18-init-authors   # the published conventions
   diffeosense measure --checkpoint runs/r18-noisy/checkpoints/best.pt --noise 1.0 \\
       --out runs/r18-noisy/sens                                  # noisy probes, as trained
+  diffeosense measure --model resnet18 --data folder:photos --resize 64 --crop 64 \
+      --out runs/r18-photos                                      # your own images
 """
 
 _PLOT_EXAMPLES = """examples:
@@ -39,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _o.add_source_options(
         p, model_help="a registered model name, at initialization (e.g. lenet, vgg11, "
         "resnet18, simplecnn)",
-        data_help="dataset name (default: the checkpoint's dataset, else mnist-embedded)")
+        data_help="dataset (default: the checkpoint's dataset, with its resize, crop and "
+        "normalization, else mnist-embedded)")
     _o.add_measure_options(p)
     _o.add_device_option(p)
     _o.add_output_options(p)
@@ -79,7 +82,7 @@ def _measure_locked(args: argparse.Namespace) -> int:
     # --data with a checkpoint: that dataset's own default split (pooling keeps the
     # checkpoint's P and seed for the same dataset; measure never did).
     data = resolve_data(args.data, source, root=args.data_root, download=not args.no_download,
-                        keep_split=False)
+                        keep_split=False, options=_o.data_options(args))
     model = source.build(data)
     check_fits(model, source.name, data.probes, data.name, _o.fit_hint(source))
     options = _o.measure_options(args)

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _o.add_source_options(
         p, model_first=False, model_help="a registered model name, at initialization",
-        data_help="dataset name (default: the checkpoint's dataset and split, else "
+        data_help="dataset (default: the checkpoint's dataset and split, else "
         "mnist-embedded); the checkpoint's P and data seed are kept when --data names its "
         "dataset with other options (they fix a scale-detection task's split)")
     p.add_argument("--init-checkpoint", default=None,
@@ -103,7 +103,7 @@ def _run_locked(args: argparse.Namespace) -> int:
                                  f"same net")
             init_model = init_source.model
     data = resolve_data(args.data, source, root=args.data_root, download=not args.no_download,
-                        n_probes=args.n_probes)
+                        n_probes=args.n_probes, options=_o.data_options(args))
     x = data.probes
     model = source.build(data)
     hint = _o.fit_hint(source)

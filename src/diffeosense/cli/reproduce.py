@@ -14,6 +14,7 @@ _EXAMPLES = """examples:
   diffeosense reproduce layerwise filter-spectra --scale quick --out results/reproduce-quick
   diffeosense reproduce noisy-training --scale paper --backend slurm --partition gpu --gpus 1 \\
       --time 720 --device cuda --data-root /data --out runs/paper-fig1
+  diffeosense reproduce noisy-training --scale quick --data fashion-mnist --out results/fm
 """
 
 
@@ -43,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           plot_help=None, progress_help="print nothing while running")
     _o.add_device_option(p, "cpu", help="training/measuring device (default cpu)")
     _o.add_data_root_option(p)
+    p.add_argument("--data", default=None,
+                   help="run the presets' grid on this dataset instead of theirs (embedded "
+                   "MNIST for quick, CIFAR-10 for paper). " + _o.DATA_SPEC_HELP)
+    _o.add_data_options(p)
     _o.add_backend_options(p, workers_help="runs at once (default: the number of cores; "
                            "slurm: default array parallelism)")
     p.set_defaults(func=run_reproduce)
@@ -52,9 +57,11 @@ def run_reproduce(args: argparse.Namespace) -> int:
     from ..experiments.reproduce import ReproduceOptions, reproduce
 
     backend, workers, options = _o.backend_from_args(args)
+    data = {k: v for k, v in {"name": args.data, **_o.data_options(args)}.items()
+            if v is not None}
     opts = ReproduceOptions(backend=backend, workers=workers, device=args.device,
                             data_root=args.data_root, backend_options=options,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, data=data)
     # The command as typed (the report and reproduce.json show it), else its canonical form.
     command = "diffeosense " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv[1:2] == ["reproduce"] else \

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import _options as _o
+
 _EXAMPLE = """examples:
   diffeosense train --model lenet --data mnist-embedded --epochs 5 --out runs/lenet
   diffeosense train --model vgg11bn --data cifar10 --epochs 200 --noise 1 --augment --out runs/v
@@ -18,6 +20,8 @@ _EXAMPLE = """examples:
       --out runs/sd2d    # the 2D task: one output, hinge loss
   diffeosense train --model simplecnn --data mnist-embedded --epochs 8 --out runs/t \
       --track-sensitivity log --track-probes 100 --log tensorboard runs/t/tb
+  diffeosense train --model resnet18 --data folder:photos --resize 64 --crop 64 --out runs/p
+  diffeosense train --model lenet --data my_digits.npz --epochs 5 --out runs/d  # x, y arrays
 """
 
 
@@ -51,14 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="extra model arguments, values parsed as JSON (e.g. depth=4 "
                    "pooling=avg)")  # fmt: skip
     p.add_argument("--data", default=None,
-                   help="dataset: mnist-embedded (default, no download), cifar10, mnist, "
-                   "fashion-mnist, svhn, scale-detection-2d[:size=28,xi=14,gap=2] (P pairs, "
-                   "test 4P), scale-detection-1d[:size=..]")  # fmt: skip
+                   help="dataset (default mnist-embedded; scale-detection: P pairs, test 4P). "
+                   + _o.DATA_SPEC_HELP)  # fmt: skip
     p.add_argument("--data-root", default=None,
                    help="folder of the torchvision datasets (default $DIFFEOSENSE_DATA or "
                    "~/.cache/diffeosense/data)")  # fmt: skip
     p.add_argument("--no-download", action="store_true", default=None,
                    help="never try to download a missing dataset")
+    _o.add_data_options(p)
     p.add_argument("--P", type=int, default=None,
                    help="training-set size: a seeded random subset (default: all)")
     p.add_argument("--data-seed", type=int, default=None, help="seed of the P-subset (default 0)")
@@ -169,7 +173,8 @@ _OPTIONS = {
     "stop_at_zero_loss": "stop_at_zero_loss", "seed": "seed", "device": "device",
     "keep_every": "keep_every", "data": "data.name", "data_root": "data.root", "P": "data.P",
     "data_seed": "data.seed", "augment": "data.augment", "noise": "data.noise",
-    "noise_on": "data.noise_on", "no_download": "data.download",
+    "noise_on": "data.noise_on", "no_download": "data.download", "resize": "data.resize",
+    "crop": "data.crop", "normalize": "data.normalize",
 }  # fmt: skip
 
 
@@ -219,13 +224,33 @@ def _config_from_args(args: argparse.Namespace):
     return TrainConfig.from_dict(base)
 
 
-def run(args: argparse.Namespace) -> int:
+def _data_label(cfg) -> str:
+    """The dataset in a folder name: its spec, a path shortened (``folder:a/cats`` ->
+    ``folder-cats``)."""
+    from ..data import parse_data_spec
+
+    return parse_data_spec(cfg.data.name).label
+
+
+def _folder_hash(cfg) -> str:
+    """The config hash of the default run folder, without the data fields added later at
+    their defaults (the folders of earlier runs are still found)."""
+    from ..data.datasets import DATA_LATER_DEFAULTS
     from ..provenance import config_hash
+
+    d = cfg.to_dict()
+    for key, default in DATA_LATER_DEFAULTS.items():
+        if d["data"].get(key, default) == default:
+            d["data"].pop(key, None)
+    return config_hash(d)
+
+
+def run(args: argparse.Namespace) -> int:
     from ..train import train
 
     cfg = _config_from_args(args)
     tracker = _tracker_from_args(args)
-    out = args.out or f"runs/train-{cfg.model}-{cfg.data.name}-{config_hash(cfg)}"
+    out = args.out or f"runs/train-{cfg.model}-{_data_label(cfg)}-{_folder_hash(cfg)}"
     try:
         res = train(cfg, out, resume=args.resume, progress=not args.no_progress,
                     tracker=tracker)

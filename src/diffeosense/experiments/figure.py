@@ -48,7 +48,10 @@ __all__ = ["Figure", "FigureContext", "FigureOutput", "ReproduceOptions", "regis
 
 @dataclass
 class ReproduceOptions:
-    """Where and how the units execute (not what they compute): the same for every figure."""
+    """Where and how the units execute (not what they compute): the same for every figure;
+    and ``data``: :class:`~diffeosense.data.DataConfig` fields (``name``, ``resize``,
+    ``crop``, ``normalize``) that replace those of every figure's preset (``reproduce
+    --data``: the presets' grid on another dataset; empty: the presets' own)."""
 
     backend: str = "local"
     workers: int | None = None
@@ -56,6 +59,7 @@ class ReproduceOptions:
     data_root: str | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -7,7 +7,10 @@ it has no loop of its own. Every file is written atomically, and the ``done`` ma
 folder either holds a finished run (``done`` present) or a resumable partial one.
 
 Run folder ``root / cfg.hash()`` (the hash of the config without the keys that do not change
-the results: ``train.device``, ``train.data.root``, ``train.data.download``)::
+the results: ``train.device``, ``train.data.root``, ``train.data.download``; and without the
+fields added later, such as ``train.data.resize``, where they hold their defaults, so that
+earlier runs keep their folders; a dataset's path, part of its spec ``train.data.name``, is
+hashed as written)::
 
     run_config.json                the RunConfig, its hash, provenance (written first)
     attempts.json                  {"attempts": n}: how many times ``run`` started this unit
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import dataclass_from_dict, to_jsonable, write_json
+from ..data.datasets import DATA_LATER_DEFAULTS
 from ..provenance import config_hash, provenance
 from ..train import TrainConfig
 
@@ -55,9 +59,10 @@ STATUSES = ("done", "partial", "failed", "new")
 _CHECKPOINT = {"init": "init.pt", "trained": "last.pt", "best": "best.pt"}
 # Where a run executes, not what it computes: left out of the folder hash.
 _HASH_FREE = {("train", "device"), ("train", "data", "root"), ("train", "data", "download")}
-# Fields added after runs were made, left out of the hash at these values so that the
-# folders of those runs are still found.
-_LATER_DEFAULTS = {"probe_order": "split", "views": None, "track": None}
+# Fields added after runs were made (a path of keys), left out of the hash at these values
+# so that the folders of those runs are still found.
+_LATER_DEFAULTS = {("probe_order",): "split", ("views",): None, ("track",): None,
+                   **{("train", "data", k): v for k, v in DATA_LATER_DEFAULTS.items()}}
 PROBE_ORDERS = ("split", "balanced")
 VIEWS = ("full", "channel", "channel-mean")
 # measure()'s own arguments that RunConfig sets itself: not allowed in measure_kwargs.
@@ -192,9 +197,12 @@ class RunConfig:
         """12 hex digits naming the run folder: ``config_hash`` of :meth:`to_dict` without
         the keys that only say where the run executes (device, data root, download)."""
         d = copy.deepcopy(self.to_dict())
-        for key, default in _LATER_DEFAULTS.items():
-            if d.get(key, default) == default:
-                d.pop(key, None)
+        for path, default in _LATER_DEFAULTS.items():
+            node = d
+            for k in path[:-1]:
+                node = node[k]
+            if node.get(path[-1], default) == default:
+                node.pop(path[-1], None)
         for path in _HASH_FREE:
             node = d
             for k in path[:-1]:

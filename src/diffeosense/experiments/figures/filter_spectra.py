@@ -110,13 +110,13 @@ def run(cfg: FilterSpectraConfig, ctx: FigureContext) -> FigureOutput:
     from ...report import ReportFigure
 
     configs = nt.run_configs(cfg.training, device=ctx.options.device,
-                             data_root=ctx.options.data_root)
+                             data_root=ctx.options.data_root, data=ctx.options.data)
     failed = ctx.sweep(configs)
     ctx.require_done(configs)
     full, homo = spectra_tables(configs, ctx.runs)
     ctx.write_table(full, "filter_spectra.csv", cfg)
     ctx.write_table(homo, "filter_spectra_homogeneous.csv", cfg)
-    title = f"{cfg.training.dataset}, clean training ({ctx.scale})"
+    title = f"{configs[0].train.data.name}, clean training ({ctx.scale})"
     png = ctx.save_figure(plot_spectra(homo, title), "filter_spectra")
     fig = ReportFigure(
         "filter-spectra", "Fig. 4: filter spectra, homogeneous share at init and trained",

@@ -91,9 +91,10 @@ PRESETS: dict[str, LayerwiseConfig] = {
 
 
 def run_configs(cfg: LayerwiseConfig, device: str = "cpu",
-                data_root: str | None = None) -> list[RunConfig]:
+                data_root: str | None = None, data: dict[str, Any] | None = None
+                ) -> list[RunConfig]:
     """The training runs (identical to the clean noisy-training runs: shared hash folders)."""
-    return nt.run_configs(cfg.training, device=device, data_root=data_root)
+    return nt.run_configs(cfg.training, device=device, data_root=data_root, data=data)
 
 
 def checkpoints(rc: RunConfig, runs: Path) -> dict[str, Path]:
@@ -223,12 +224,13 @@ def run(cfg: LayerwiseConfig, ctx: FigureContext) -> FigureOutput:
     from ...plots.reproduce import plot_layerwise
     from ...report import ReportFigure
 
-    configs = run_configs(cfg, device=ctx.options.device, data_root=ctx.options.data_root)
+    configs = run_configs(cfg, device=ctx.options.device, data_root=ctx.options.data_root,
+                          data=ctx.options.data)
     failed = ctx.sweep(configs)
     ctx.require_done(configs)
     table = layerwise_tables(cfg, configs, ctx.runs, ctx.out, device=ctx.options.device)
     ctx.write_table(table, "layerwise.csv", cfg)
-    title = f"{cfg.training.dataset}, clean training ({ctx.scale})"
+    title = f"{configs[0].train.data.name}, clean training ({ctx.scale})"
     png = ctx.save_figure(plot_layerwise(table, title), "layerwise")
     fig = ReportFigure(
         "layerwise", "Fig. 3: D_k, G_k, R_k layer by layer, original vs channel-shuffled",

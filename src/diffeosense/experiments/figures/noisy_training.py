@@ -146,16 +146,20 @@ PRESETS: dict[str, NoisyTrainingConfig] = {
 
 
 def run_configs(cfg: NoisyTrainingConfig, device: str = "cpu",
-                data_root: str | None = None) -> list[RunConfig]:
-    """The sweep's units: one :class:`RunConfig` per (net, noise, seed), in that order."""
+                data_root: str | None = None, data: dict[str, Any] | None = None
+                ) -> list[RunConfig]:
+    """The sweep's units: one :class:`RunConfig` per (net, noise, seed), in that order;
+    ``data``: DataConfig fields replacing the preset's (``name`` for ``dataset``, ``resize``,
+    ...; :attr:`~diffeosense.experiments.figure.ReproduceOptions.data`)."""
     out = []
     for net in cfg.nets:
         for s in cfg.noises:
             for seed in cfg.seeds:
-                data = DataConfig(name=cfg.dataset, P=cfg.P, augment=cfg.augment,
-                                  noise=float(s), noise_on="both", root=data_root)
+                dc = DataConfig(**{"name": cfg.dataset, "P": cfg.P, "augment": cfg.augment,
+                                   "noise": float(s), "noise_on": "both", "root": data_root,
+                                   **(data or {})})
                 train = TrainConfig(
-                    model=net.model, model_kwargs=copy.deepcopy(net.model_kwargs), data=data,
+                    model=net.model, model_kwargs=copy.deepcopy(net.model_kwargs), data=dc,
                     epochs=net.epochs or cfg.epochs, batch_size=cfg.batch_size,
                     optimizer=net.optimizer, lr=net.lr, weight_decay=net.weight_decay,
                     schedule=cfg.schedule, seed=seed, device=device, keep_every=0)
@@ -284,14 +288,16 @@ def run(cfg: NoisyTrainingConfig, ctx: FigureContext) -> FigureOutput:
     from ...plots.reproduce import plot_noisy_correlations, plot_noisy_scatter
     from ...report import ReportFigure
 
-    configs = run_configs(cfg, device=ctx.options.device, data_root=ctx.options.data_root)
+    configs = run_configs(cfg, device=ctx.options.device, data_root=ctx.options.data_root,
+                          data=ctx.options.data)
     failed = ctx.sweep(configs)
     done = ctx.require_done(configs, at_least=3)
     results = results_table(cfg, done, ctx.runs)
     corr = correlation_table(results)
     ctx.write_table(results, "noisy_training_runs.csv", cfg)
     ctx.write_table(corr, "noisy_training_correlations.csv", cfg)
-    title = (f"{cfg.dataset}, {len(cfg.nets)} nets x {len(cfg.noises)} noise levels "
+    title = (f"{configs[0].train.data.name}, {len(cfg.nets)} nets x {len(cfg.noises)} "
+             f"noise levels "
              f"({ctx.scale})")
     scatter = ctx.save_figure(plot_noisy_scatter(results, title), "noisy_training_scatter")
     corr_png = ctx.save_figure(plot_noisy_correlations(corr, title),
