@@ -126,15 +126,36 @@ def _is_rep(value, batch: int) -> bool:
             and value.shape[0] == batch)
 
 
-def _output_tensor(out):
-    """The model's output tensor: itself, the first tensor of a tuple/list, ``out["out"]``."""
+def _output_tensor(out, output: str | int | None = None, warn: bool = False):
+    """The model's output tensor: ``out`` itself when it is a tensor; else ``out[output]``
+    (a dict key, or an index into a tuple/list) when ``output`` is given; else by default
+    the dict entry ``"out"`` (torchvision's convention) or the first tensor of a dict, tuple
+    or list, nested outputs followed the same way. With ``warn``, a default choice among
+    several tensors warns, naming them and ``output=``."""
     if isinstance(out, Tensor):
         return out
+    if output is not None:
+        try:
+            chosen = out[output] if isinstance(out, dict) else out[int(output)]
+        except (KeyError, IndexError, ValueError, TypeError):
+            have = list(out) if isinstance(out, dict) else f"indices 0..{len(out) - 1}"
+            raise ValueError(f"output={output!r} is not among the model's outputs: {have}"
+                             ) from None
+        return _output_tensor(chosen, None, warn)
     if isinstance(out, dict):
-        out = out.get("out", next(iter(out.values()), None))
-        return _output_tensor(out)
+        tensors = [k for k, v in out.items() if isinstance(v, Tensor)]
+        key = "out" if "out" in out else next(iter(out), None)
+        if warn and len(tensors) > 1:
+            warnings.warn(f"the model returns a dict of {len(tensors)} tensors {tensors}; "
+                          f"measuring {key!r} (the default: 'out', else the first). Choose "
+                          f"with output=KEY (CLI: --output KEY)", stacklevel=3)
+        return None if key is None else _output_tensor(out[key], None, warn)
     if isinstance(out, tuple | list) and out:
-        return _output_tensor(out[0])
+        if warn and sum(isinstance(v, Tensor) for v in out) > 1:
+            warnings.warn(f"the model returns a {type(out).__name__} of {len(out)} outputs; "
+                          f"measuring the first. Choose with output=INDEX (CLI: --output "
+                          f"INDEX)", stacklevel=3)
+        return _output_tensor(out[0], None, warn)
     return None
 
 
@@ -245,6 +266,19 @@ class _HookTap:
                 h.remove()
 
 
+class _PlainTap:
+    """No inner layers: the model is called as is (a TorchScript module, which neither
+    torch.fx nor forward hooks can enter). Only ``input`` and ``output`` are measured."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.info: dict[str, tuple[str, str]] = {}
+        self.order: list[str] = []
+
+    def __call__(self, x: Tensor, sink) -> object:
+        return self.model(x)
+
+
 class LayerTap:
     """Run a model once per batch and hand every requested layer to a callback.
 
@@ -254,7 +288,11 @@ class LayerTap:
             ``no_grad``; the model's mode is not changed here: call ``model.eval()`` first if
             you want the eval-mode graph).
         method: ``"auto"`` (fx, falling back to hooks when tracing fails), ``"fx"`` or
-            ``"hooks"``.
+            ``"hooks"``. A TorchScript module can be tapped at its input and output only
+            (method ``"none"``, what ``"auto"`` gives it).
+        output: which of several outputs is the model's output: a dict key or a tuple index
+            (default: a dict's ``"out"`` or first tensor, a tuple's first; a warning when
+            that choice was among several tensors).
 
     Attributes:
         layers: every discovered :class:`Layer`, in forward order, ``input`` first and
@@ -262,12 +300,19 @@ class LayerTap:
         method: the path actually used.
     """
 
-    def __init__(self, model: nn.Module, example: Tensor, method: str = "auto"):
-        if method not in ("auto", "fx", "hooks"):
-            raise ValueError(f"method must be 'auto', 'fx' or 'hooks', got {method!r}")
-        self.model = model
+    def __init__(self, model: nn.Module, example: Tensor, method: str = "auto",
+                 output: str | int | None = None):
+        if method not in ("auto", "fx", "hooks", "none"):
+            raise ValueError(f"method must be 'auto', 'fx', 'hooks' or 'none', got {method!r}")
+        self.model, self.output = model, output
         impl = None
-        if method in ("auto", "fx"):
+        if isinstance(model, torch.jit.ScriptModule) or method == "none":
+            if method in ("fx", "hooks"):
+                raise ValueError(f"a TorchScript module cannot be tapped with {method!r}: only "
+                                 f"its input and output are measured (method='auto')")
+            impl = _PlainTap(model)
+            self.method = "none"
+        elif method in ("auto", "fx"):
             try:
                 impl = _FxTap(model)
                 self.method = "fx"
@@ -289,7 +334,7 @@ class LayerTap:
                 shapes.setdefault(name, tuple(t.shape[1:]))
 
         with torch.no_grad():
-            out = _output_tensor(impl(example, record))
+            out = _output_tensor(impl(example, record), output, warn=True)
         if out is None or not _is_rep(out, batch):
             raise ValueError(f"{type(model).__name__} returned {type(out).__name__}; expected a "
                              f"floating tensor with the batch ({batch}) as its first dimension")
@@ -320,7 +365,7 @@ class LayerTap:
                     _is_rep(t, batch):
                 sink(name, t)
 
-        out = _output_tensor(self._impl(x, inner))
+        out = _output_tensor(self._impl(x, inner), self.output)
         if "output" in wanted:
             sink("output", out)
         return out
@@ -331,10 +376,21 @@ def select_layers(layers: list[Layer], spec: LayerSpec = "all") -> list[Layer]:
 
     String presets: ``"all"``; ``"modules"`` (input, module calls, output: what hooks see);
     a kind (``"conv"``, ``"activation"``...) or ``"kind1+kind2"`` (input and output always kept).
-    Unknown names raise ``ValueError`` listing the valid ones.
+    A name may be a glob (``"layer1.*"``, ``fnmatch`` rules) or a regular expression
+    ``"re:PATTERN"`` that must match the whole name (``"re:layer[1-4]\\..*relu"``); a pattern
+    matching no layer is an error. Unknown names raise ``ValueError`` listing the valid ones.
+
+    >>> ls = [Layer(n, i, "other", (1,)) for i, n in enumerate(["input", "a.0", "a.1", "b"])]
+    >>> [l.name for l in select_layers(ls, "re:a\\.[01]")], [l.name for l in select_layers(ls, "a.*")]
+    (['a.0', 'a.1'], ['a.0', 'a.1'])
     """
     if callable(spec) and not isinstance(spec, str):
         chosen = [layer for layer in layers if spec(layer)]
+    elif isinstance(spec, str) and spec.startswith("re:") or _is_glob(spec):
+        chosen = _match(layers, [spec])
+    elif not isinstance(spec, str) and any(isinstance(n, str) and (n.startswith("re:") or
+                                                                   _is_glob(n)) for n in spec):
+        chosen = _match(layers, list(spec))
     elif isinstance(spec, str) and (spec in ("all", "modules") or
                                     re.fullmatch(r"[a-z]+(\+[a-z]+)*", spec) and
                                     spec not in {layer.name for layer in layers}):
@@ -364,6 +420,35 @@ def select_layers(layers: list[Layer], spec: LayerSpec = "all") -> list[Layer]:
     if not chosen:
         raise ValueError(f"layer selection {spec!r} matched no layer")
     return chosen
+
+
+def _is_glob(spec) -> bool:
+    return isinstance(spec, str) and not spec.startswith("re:") and any(c in spec for c in "*?[")
+
+
+def _match(layers: list[Layer], patterns: list[str]) -> list[Layer]:
+    """The layers whose names match any of ``patterns`` (names, globs, ``re:`` expressions),
+    in forward order; a pattern that matches nothing is a ValueError."""
+    import fnmatch
+
+    chosen: set[str] = set()
+    for pat in patterns:
+        if pat.startswith("re:"):
+            try:
+                rx = re.compile(pat[3:])
+            except re.error as e:
+                raise ValueError(f"bad regular expression in layer selection {pat!r}: {e}"
+                                 ) from None
+            hit = {layer.name for layer in layers if rx.fullmatch(layer.name)}
+        elif _is_glob(pat):
+            hit = {layer.name for layer in layers if fnmatch.fnmatchcase(layer.name, pat)}
+        else:
+            hit = {layer.name for layer in layers if layer.name == pat}
+        if not hit:
+            raise ValueError(f"layer selection {pat!r} matched no layer. Layers: "
+                             f"{', '.join(layer.name for layer in layers)}")
+        chosen |= hit
+    return [layer for layer in layers if layer.name in chosen]
 
 
 def list_layers(model: nn.Module, example: Tensor, method: str = "auto") -> list[Layer]:

@@ -119,6 +119,7 @@ class MeasureConfig:
     method: str = "auto"
     batchnorm: str = "eval"
     probe_noise: float = 0.0
+    output: str | int | None = None
 
 
 def _probe_seed(base: int, i: int) -> int:
@@ -531,8 +532,13 @@ def measure(model: nn.Module, data, *args: Any, config: MeasureConfig | None = N
             ``x``, ``tau x``, ``x + eta`` normalized by its own statistics over all probes; the
             authors' convention at initialization; ``batch_size`` is then ignored).
         probe_noise: L2 norm ``s`` of the Gaussian corruption of every probe (0: clean probes).
+        output: for a model with several outputs, the one measured: a dict key or a tuple
+            index. Default: a dict's ``"out"`` entry, else its first value; a tuple's or
+            list's first element; a warning when that default chose among several tensors.
+            Recorded in the result's config.
         progress: show a tqdm bar.
-        meta: extra entries for the saved config (model name, data set...).
+        meta: extra entries for the saved config (data set...); ``"model"`` defaults to the
+            spec the model was created from, else its class name.
 
     Returns:
         :class:`SensitivityResult`.
@@ -578,6 +584,7 @@ def _measure(
     method: str = "auto",
     batchnorm: str = "eval",
     probe_noise: float = 0.0,
+    output: str | int | None = None,
     progress: bool = False,
     meta: dict | None = None,
 ) -> SensitivityResult:
@@ -595,11 +602,15 @@ def _measure(
         seed=int(seed), noise_match=noise_match, noise_rectify=bool(noise_rectify),
         denominator=denominator, statistic=statistic, channels=bool(channels),
         se_block=int(se_block), n_bootstrap=int(n_bootstrap), method=method,
-        batchnorm=batchnorm, probe_noise=float(probe_noise))
+        batchnorm=batchnorm, probe_noise=float(probe_noise), output=output)
     _check_config(cfg)
     if cfg.batchnorm == "batch":
         cfg.batch_size = cfg.n_probes  # one forward pass: statistics over all probes per stream
     perturber = _Perturber(perturbation, cfg.seed, noise_match, noise_rectify, cfg.probe_noise)
+    # Every result names its model, also when measured from Python without meta: the spec a
+    # model was built from (models.create_model records it), else its class.
+    meta = {"model": getattr(model, "diffeosense_spec", None) or type(model).__name__,
+            **(meta or {})}
     home = _model_device(model)
     device = check_device("device", device) if device is not None else home
     modes = {m: m.training for m in model.modules()}
@@ -621,7 +632,7 @@ def _measure(
         model.eval()
         with torch.no_grad():
             try:
-                tap = LayerTap(model, first[:2].to(device), method)
+                tap = LayerTap(model, first[:2].to(device), method, output)
             except (RuntimeError, TypeError) as e:
                 raise _shape_error(model, first, e) from e
             chosen = select_layers(tap.layers, layers)

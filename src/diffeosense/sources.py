@@ -40,8 +40,10 @@ DEFAULT_DATA = "mnist-embedded"
 
 @dataclass
 class ModelSource:
-    """A model to measure: ``name`` (the registered model), and either a loaded checkpoint
-    (``model``, ``train_config``, ``info``) or a seed to initialize it with."""
+    """A model to measure: ``name`` (its model spec, or the file it was loaded from), and
+    either a loaded network (``model``: a checkpoint's, with ``train_config`` and ``info``,
+    or a TorchScript / ``torch.export`` / pickled file's) or what builds one (``model_seed``,
+    ``model_kwargs``, ``weights``)."""
 
     name: str
     checkpoint: Path | None = None
@@ -49,43 +51,86 @@ class ModelSource:
     train_config: Any = None  # diffeosense.train.TrainConfig of a checkpoint
     info: dict[str, Any] = field(default_factory=dict)
     model_seed: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    weights: Path | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
         """The entries a result's sidecar records about the model."""
         if self.checkpoint is not None:
-            return {"model": self.name, "checkpoint": str(self.checkpoint),
-                    "epoch": self.info.get("epoch")}
-        return {"model": self.name, "model_seed": self.model_seed}
+            out = {"model": self.name, "checkpoint": str(self.checkpoint)}
+            if self.train_config is not None:
+                out["epoch"] = self.info.get("epoch")
+                out["model_kwargs"] = dict(self.train_config.model_kwargs)
+            else:
+                out["model_file"] = self.info.get("kind")
+            return out
+        out = {"model": self.name, "model_seed": self.model_seed}
+        if self.model_kwargs:
+            out["model_kwargs"] = dict(self.model_kwargs)
+        if self.weights is not None:
+            out["weights"] = str(self.weights)
+        return out
 
     def build(self, data: DataSource) -> nn.Module:
-        """The checkpoint's net, or the registered model for ``data``'s samples and classes,
-        initialized from ``model_seed`` through a local generator state (the global RNG is
-        untouched)."""
+        """The loaded net, or the model spec built for ``data``'s samples and classes with
+        ``model_kwargs`` (initialized from ``model_seed`` through a local generator state: the
+        global RNG is untouched), then ``weights`` loaded into it."""
         if self.model is not None:
             return self.model
-        from .models import create_model
+        from .models import create_model, load_weights
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.model_seed or 0)
             # A dataset without labels (num_classes 0): the model's default outputs.
             k = {"num_classes": data.dataset.num_classes} if data.dataset.num_classes else {}
-            return create_model(self.name, in_channels=data.probes.shape[1], **k)
+            net = create_model(self.name, in_channels=data.probes.shape[1],
+                               **{**k, **self.model_kwargs})
+        if self.weights is not None:
+            load_weights(net, self.weights, self.name)
+        return net
 
 
 def resolve_model(*, checkpoint: str | Path | None = None, model: str | None = None,
-                  model_seed: int = 0) -> ModelSource:
-    """A checkpoint written by ``diffeosense train`` (loaded on the CPU), or a registered
-    model name (built by :meth:`ModelSource.build`). Exactly one of the two."""
+                  model_seed: int = 0, model_kwargs: dict[str, Any] | None = None,
+                  weights: str | Path | None = None,
+                  allow_pickle: bool = False) -> ModelSource:
+    """What to measure: a model file (``checkpoint``) or a model spec (``model``, built by
+    :meth:`ModelSource.build`). Exactly one of the two.
+
+    Args:
+        checkpoint: a checkpoint written by ``diffeosense train`` (rebuilt from its spec),
+            a TorchScript or ``torch.export`` archive, or (``allow_pickle``) a pickled
+            ``nn.Module`` (see :mod:`diffeosense.models.files`); loaded on the CPU.
+        model: a model spec (:mod:`diffeosense.models.specs`): a registered name,
+            ``torchvision:NAME``, ``timm:NAME``, ``FILE.py:FACTORY``, ``package.module:F``.
+        model_seed, model_kwargs: its initialization seed and options.
+        weights: a state dict file loaded into ``model`` (strictly).
+    """
     if (checkpoint is None) == (model is None):
         raise ValueError("give a checkpoint or a model name (one of the two)")
     if checkpoint is None:
-        return ModelSource(name=model, model_seed=model_seed)
+        from .models import spec_kind
+
+        spec_kind(model)  # a malformed spec fails here, before any data is read
+        path = None if weights is None else Path(weights)
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"no weights file {path}")
+        return ModelSource(name=model, model_seed=model_seed,
+                           model_kwargs=dict(model_kwargs or {}), weights=path)
+    if model_kwargs or weights is not None:
+        raise ValueError("--model-kw and --weights go with --model (a checkpoint holds its "
+                         "architecture and weights)")
+    from .models.files import file_kind, load_model_file
     from .train import load_checkpoint
 
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint {path}")
+    kind = file_kind(path)
+    if kind in ("torchscript", "export", "pickle", "state_dict"):
+        net = load_model_file(path, allow_pickle=allow_pickle)
+        return ModelSource(name=str(path), checkpoint=path, model=net, info={"kind": kind})
     net, tcfg, info = load_checkpoint(path)
     return ModelSource(name=tcfg.model, checkpoint=path, model=net, train_config=tcfg,
                        info=info)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -30,14 +31,20 @@ class _Opt:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def _output_key(value: str) -> str | int:
+    """``--output``: a tuple index when it is an integer, else a dict key."""
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
 def _measure_opts() -> dict[str, _Opt]:
     from .._stats import DENOMINATORS
     from ..sensitivity import BATCHNORMS, STATISTICS
 
     opts = [
         _Opt("layers", "--layers", dict(
-            help="'all', 'modules', kinds joined by '+' (conv+activation), or comma-separated "
-            "layer names (default all)")),
+            help="'all', 'modules', kinds joined by '+' (conv+activation), comma-separated "
+            "layer names or globs ('layer1.*'), or a regular expression 're:PATTERN' matching "
+            "whole names (default all)")),
         _Opt("n_probes", "--n-probes", dict(
             type=int, help="test images used (default 500; on a scale-detection task taken "
             "alternately from its two classes)")),
@@ -76,6 +83,11 @@ def _measure_opts() -> dict[str, _Opt]:
         _Opt("channels", "--channels", dict(
             action="store_true",
             help="also per-channel rows and the channel-averaged representation")),
+        _Opt("output", "--output", dict(
+            type=_output_key, metavar="KEY|INDEX",
+            help="for a model with several outputs (a dict or tuple), the one measured "
+            "(default: the dict's 'out', else its first value; a tuple's first; a warning "
+            "when that chose among several)")),
         _Opt("method", "--method", dict(
             choices=["auto", "fx", "hooks"],
             help="layer discovery: torch.fx, forward hooks, or fx with hook fallback")),
@@ -119,9 +131,12 @@ def measure_options(args: argparse.Namespace, only: list[str] | None = None) -> 
 
 
 def layers_option(spec: str) -> str | list[str]:
-    """A ``--layers``-style value: a selection name (``all``, ``relu``, ...) as is, or a
-    comma-separated list of layer names split into a list."""
-    return [s.strip() for s in spec.split(",") if s.strip()] if "," in spec else spec
+    """A ``--layers``-style value: a selection name (``all``, ``relu``, ...) or a regular
+    expression ``re:...`` (commas and all) as is, or a comma-separated list of layer names
+    and globs split into a list."""
+    if spec.startswith("re:") or "," not in spec:
+        return spec
+    return [s.strip() for s in spec.split(",") if s.strip()]
 
 
 def n_probes_or_all(value: str) -> int | None:
@@ -192,15 +207,53 @@ def backend_from_args(args: argparse.Namespace) -> tuple[str, int | None, dict[s
 
 
 # ------------------------------------------------------------------ sources, output, device
+# What --model takes: one text for every command (the grammar is diffeosense.models.specs).
+MODEL_SPEC_HELP = (
+    "A model is a registered name (diffeosense list models), torchvision:NAME, timm:NAME "
+    "(pip install 'diffeosense[timm]'), FILE.py:FACTORY or package.module:FACTORY (a function "
+    "or class; given in_channels/num_classes when it takes them); options with --model-kw, "
+    "pretrained weights with --model-kw weights=DEFAULT (torchvision) / weights=pretrained "
+    "(timm), from the libraries' local caches")
+
+
+def parse_model_kw(items: list[str] | None) -> dict[str, Any]:
+    """``--model-kw KEY=VALUE ...``: values parsed as JSON, else kept as strings
+    (``pooling=avg``)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--model-kw expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def add_model_kw_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-kw", nargs="*", metavar="KEY=VALUE",
+                        help="model options, values parsed as JSON (e.g. depth=4 pooling=avg, "
+                        "weights=DEFAULT)")
+
+
 def add_source_options(parser: argparse.ArgumentParser, *, model_first: bool = True,
                        model_help: str, data_help: str) -> None:
-    """``--checkpoint`` or ``--model`` (one required), ``--model-seed``, ``--data``,
-    ``--data-root``, ``--no-download`` (see :mod:`diffeosense.sources`)."""
+    """``--checkpoint`` or ``--model`` (one required), ``--model-kw``, ``--weights``,
+    ``--model-seed``, ``--trust-pickle``, ``--data``, ``--data-root``, ``--no-download`` and
+    the image options (see :mod:`diffeosense.sources`)."""
     src = parser.add_mutually_exclusive_group(required=True)
-    pair = [("--model", model_help),
-            ("--checkpoint", "a checkpoint written by `diffeosense train`")]
+    pair = [("--model", f"{model_help}. {MODEL_SPEC_HELP}"),
+            ("--checkpoint", "a checkpoint written by `diffeosense train`, or a TorchScript "
+             "(torch.jit.save) or torch.export (torch.export.save) file")]
     for flag, text in pair if model_first else pair[::-1]:
         src.add_argument(flag, help=text)
+    add_model_kw_option(parser)
+    parser.add_argument("--weights", default=None, metavar="FILE",
+                        help="a state dict file loaded into --model (its architecture)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="let --checkpoint be a pickled nn.Module (torch.save(model)); "
+                        "unpickling runs code from the file: only for files you trust")
     parser.add_argument("--model-seed", type=int, default=0,
                         help="seed of the initialization for --model (default 0)")
     parser.add_argument("--data", default=None, help=f"{data_help}. {DATA_SPEC_HELP}")
@@ -248,6 +301,15 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :func:`add_data_options` values given on the command line, by DataConfig field
     (None: not given)."""
     return {name: getattr(args, name) for name in _DATA_OPTIONS}
+
+
+def model_source(args: argparse.Namespace):
+    """The :class:`~diffeosense.sources.ModelSource` that the source options name."""
+    from ..sources import resolve_model
+
+    return resolve_model(checkpoint=args.checkpoint, model=args.model,
+                         model_seed=args.model_seed, model_kwargs=parse_model_kw(args.model_kw),
+                         weights=args.weights, allow_pickle=args.trust_pickle)
 
 
 def fit_hint(source) -> str:

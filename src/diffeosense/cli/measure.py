@@ -75,10 +75,9 @@ def run_measure(args: argparse.Namespace) -> int:
 
 def _measure_locked(args: argparse.Namespace) -> int:
     from ..sensitivity import MeasureConfig, measure
-    from ..sources import check_fits, resolve_data, resolve_device, resolve_model
+    from ..sources import check_fits, resolve_data, resolve_device
 
-    source = resolve_model(checkpoint=args.checkpoint, model=args.model,
-                           model_seed=args.model_seed)
+    source = _o.model_source(args)
     # --data with a checkpoint: that dataset's own default split (pooling keeps the
     # checkpoint's P and seed for the same dataset; measure never did).
     data = resolve_data(args.data, source, root=args.data_root, download=not args.no_download,

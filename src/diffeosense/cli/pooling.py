@@ -88,8 +88,7 @@ def _run_locked(args: argparse.Namespace) -> int:
     if args.init_checkpoint and not args.checkpoint:
         raise ValueError("--init-checkpoint goes with --checkpoint (with --model the net is "
                          "already at initialization)")
-    source = resolve_model(checkpoint=args.checkpoint, model=args.model,
-                           model_seed=args.model_seed)
+    source = _o.model_source(args)
     init_model = None
     if source.checkpoint is not None:
         if args.data is None:

@@ -25,19 +25,6 @@ _EXAMPLE = """examples:
 """
 
 
-def _parse_kw(items: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--model-kw expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v  # a bare string such as pooling=avg
-    return out
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
@@ -49,11 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default=None, help="model name (see list below; "
-                   "default simplecnn)")  # fmt: skip
-    p.add_argument("--model-kw", nargs="*", metavar="KEY=VALUE",
-                   help="extra model arguments, values parsed as JSON (e.g. depth=4 "
-                   "pooling=avg)")  # fmt: skip
+    p.add_argument("--model", default=None, help="model spec (default simplecnn). "
+                   + _o.MODEL_SPEC_HELP)  # fmt: skip
+    _o.add_model_kw_option(p)
     p.add_argument("--data", default=None,
                    help="dataset (default mnist-embedded; scale-detection: P pairs, test 4P). "
                    + _o.DATA_SPEC_HELP)  # fmt: skip
@@ -186,7 +171,7 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
         if value is None:
             continue
         if opt == "model_kw":
-            value = _parse_kw(value)
+            value = _o.parse_model_kw(value)
         elif opt == "no_download":
             value = not value
         out[key] = value
