@@ -207,13 +207,17 @@ def backend_from_args(args: argparse.Namespace) -> tuple[str, int | None, dict[s
 
 
 # ------------------------------------------------------------------ sources, output, device
-# What --model takes: one text for every command (the grammar is diffeosense.models.specs).
-MODEL_SPEC_HELP = (
-    "A model is a registered name (diffeosense list models), torchvision:NAME, timm:NAME "
-    "(pip install 'diffeosense[timm]'), FILE.py:FACTORY or package.module:FACTORY (a function "
-    "or class; given in_channels/num_classes when it takes them); options with --model-kw, "
-    "pretrained weights with --model-kw weights=DEFAULT (torchvision) / weights=pretrained "
-    "(timm), from the libraries' local caches")
+def model_spec_help() -> str:
+    """What --model takes: one text for every command (the grammar is
+    :mod:`diffeosense.models.specs`)."""
+    from ..models import list_models
+
+    return (f"A model is a registered name ({', '.join(list_models())}), torchvision:NAME, "
+            "timm:NAME (pip install 'diffeosense[timm]'), FILE.py:FACTORY or "
+            "package.module:FACTORY (a function or class; given in_channels/num_classes when "
+            "it takes them); options with --model-kw, pretrained weights with --model-kw "
+            "weights=DEFAULT (torchvision) / weights=pretrained (timm), from the libraries' "
+            "local caches")
 
 
 def parse_model_kw(items: list[str] | None) -> dict[str, Any]:
@@ -243,7 +247,7 @@ def add_source_options(parser: argparse.ArgumentParser, *, model_first: bool = T
     ``--model-seed``, ``--trust-pickle``, ``--data``, ``--data-root``, ``--no-download`` and
     the image options (see :mod:`diffeosense.sources`)."""
     src = parser.add_mutually_exclusive_group(required=True)
-    pair = [("--model", f"{model_help}. {MODEL_SPEC_HELP}"),
+    pair = [("--model", f"{model_help}. {model_spec_help()}"),
             ("--checkpoint", "a checkpoint written by `diffeosense train`, or a TorchScript "
              "(torch.jit.save) or torch.export (torch.export.save) file")]
     for flag, text in pair if model_first else pair[::-1]:

@@ -18,8 +18,13 @@ _MEASURE_EXAMPLES = """examples:
       --statistic component-median --out runs/r18-init-authors   # the published conventions
   diffeosense measure --checkpoint runs/r18-noisy/checkpoints/best.pt --noise 1.0 \\
       --out runs/r18-noisy/sens                                  # noisy probes, as trained
-  diffeosense measure --model resnet18 --data folder:photos --resize 64 --crop 64 \
+  diffeosense measure --model resnet18 --data folder:photos --resize 64 --crop 64 \\
       --out runs/r18-photos                                      # your own images
+  diffeosense measure --model torchvision:resnet18 --model-kw weights=DEFAULT \\
+      --data folder:photos --resize 256 --crop 224 --normalize imagenet --out runs/tv-r18
+  diffeosense measure --model mynet.py:Net --model-kw width=64 --weights net.pt \\
+      --layers 're:layer[1-4]\\..*relu' --output logits --out runs/mine   # your own net
+  diffeosense measure --checkpoint model.ts.pt --out runs/ts      # TorchScript / torch.export
 """
 
 _PLOT_EXAMPLES = """examples:
@@ -39,8 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sensitivity.png (D, G, R against depth) into --out.",
         epilog=_MEASURE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _o.add_source_options(
-        p, model_help="a registered model name, at initialization (e.g. lenet, vgg11, "
-        "resnet18, simplecnn)",
+        p, model_help="a model spec, at its seeded initialization (or with --weights)",
         data_help="dataset (default: the checkpoint's dataset, with its resize, crop and "
         "normalization, else mnist-embedded)")
     _o.add_measure_options(p)

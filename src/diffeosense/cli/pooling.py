@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pooling, the stability lost is channel pooling.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _o.add_source_options(
-        p, model_first=False, model_help="a registered model name, at initialization",
+        p, model_first=False, model_help="a model spec, at its seeded initialization (or with --weights)",
         data_help="dataset (default: the checkpoint's dataset and split, else "
         "mnist-embedded); the checkpoint's P and data seed are kept when --data names its "
         "dataset with other options (they fix a scale-detection task's split)")

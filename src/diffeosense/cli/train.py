@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", default=None, help="model spec (default simplecnn). "
-                   + _o.MODEL_SPEC_HELP)  # fmt: skip
+                   + _o.model_spec_help())  # fmt: skip
     _o.add_model_kw_option(p)
     p.add_argument("--data", default=None,
                    help="dataset (default mnist-embedded; scale-detection: P pairs, test 4P). "

@@ -106,12 +106,16 @@ class DeepScaleDetectionExperiment:
             v = getattr(self, name)
             if not isinstance(v, tuple):
                 object.__setattr__(self, name, tuple(v))
-        from ..models import list_models
+        from ..models import list_models, spec_kind
 
-        unknown = [m for m in self.models if m not in list_models()]
+        # Any model spec (torchvision:, timm:, FILE.py:F, pkg.mod:F); a bare name must be
+        # registered (a typo fails here, not after the first units have trained).
+        unknown = [m for m in self.models if spec_kind(m) == "registry" and m not in
+                   list_models()]
         if unknown or not self.models:
-            raise ValueError(f"unknown or no models {unknown}; choose among "
-                             f"{', '.join(list_models())}")
+            raise ValueError(f"unknown or no models {unknown}; give model specs: registered "
+                             f"names ({', '.join(list_models())}), torchvision:NAME, "
+                             f"timm:NAME, FILE.py:FACTORY or package.module:FACTORY")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"give distinct seeds, got {list(self.seeds)}")
         if self.n_probes < 2:
@@ -120,11 +124,11 @@ class DeepScaleDetectionExperiment:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         object.__setattr__(self, "lr_by_model", dict(self.lr_by_model))
         bad = {m: v for m, v in self.lr_by_model.items()
-               if m not in list_models() or isinstance(v, bool)
+               if (m not in self.models and m not in list_models()) or isinstance(v, bool)
                or not isinstance(v, int | float) or not 0 < v < float("inf")}
         if bad:
-            raise ValueError(f"lr_by_model maps registered model names to learning rates > 0, "
-                             f"got {bad}")
+            raise ValueError(f"lr_by_model maps model specs (of the experiment, or registered) to "
+                             f"learning rates > 0, got {bad}")
         self.task()  # validates size, xi, gap, P
 
     @property

@@ -234,7 +234,11 @@ def load_weights(model: nn.Module, path: str | Path, what: str) -> nn.Module:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in
                                               state.values()):
         raise ValueError(f"{path} does not hold a state dict (name -> tensor)")
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ
+        lines = [ln.strip() for ln in str(e).splitlines()[1:4] if ln.strip()]
+        raise ValueError(f"weights {path} do not fit {what}: {'; '.join(lines)}") from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"weights {path} do not fit {what}: missing {result.missing_keys[:5]}"
                          f", unexpected {result.unexpected_keys[:5]}")
