@@ -47,3 +47,24 @@ def test_unknown_or_repeated_override_is_a_clear_error():
         measure(net, x, "all", config=MeasureConfig(n_probes=4), layers="all")
     with pytest.raises(TypeError, match="config must be a MeasureConfig"):
         measure(net, x, config={"n_probes": 4})
+
+
+def test_drop_repeats_drops_layers_that_repeat_the_one_before():
+    """A Flatten repeats its input and a fresh BatchNorm (eval: x / sqrt(1 + eps)) its conv;
+    the linear head is repeated by ``output``, which is kept in its place."""
+    from torch import nn
+
+    from diffeosense import measure
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 3)).eval()
+    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    kw = dict(layers="all", n_probes=16, seed=0, perturbation="diffeo:cut=2,displacement=0.5")
+    every = measure(net, x, **kw).to_frame()
+    kept = measure(net, x, drop_repeats=True, **kw)
+    assert every.layer.tolist() == ["input", "0", "1", "2", "3", "4", "output"]
+    assert kept.to_frame().layer.tolist() == ["input", "0", "2", "output"]
+    assert kept.config["repeats_dropped"] == {"1": "0", "3": "2", "4": "output"}
+    same = every.set_index("layer").loc[["input", "0", "2", "output"], ["D", "G"]]
+    assert (kept.to_frame().set_index("layer")[["D", "G"]] == same).all().all()

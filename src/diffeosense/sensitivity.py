@@ -120,6 +120,7 @@ class MeasureConfig:
     batchnorm: str = "eval"
     probe_noise: float = 0.0
     output: str | int | None = None
+    drop_repeats: bool = False
 
 
 def _probe_seed(base: int, i: int) -> int:
@@ -536,6 +537,11 @@ def measure(model: nn.Module, data, *args: Any, config: MeasureConfig | None = N
             index. Default: a dict's ``"out"`` entry, else its first value; a tuple's or
             list's first element; a warning when that default chose among several tensors.
             Recorded in the result's config.
+        drop_repeats: drop the rows of a layer whose D and G equal (relative 1e-6) those of
+            the layer before it (a flatten, a BatchNorm at initialization, the last linear
+            layer before ``output``): the later one goes, except ``output``, which is kept in
+            place of the layer it repeats. The config's ``repeats_dropped`` maps each dropped
+            layer to the one it repeats.
         progress: show a tqdm bar.
         meta: extra entries for the saved config (data set...); ``"model"`` defaults to the
             spec the model was created from, else its class name.
@@ -585,6 +591,7 @@ def _measure(
     batchnorm: str = "eval",
     probe_noise: float = 0.0,
     output: str | int | None = None,
+    drop_repeats: bool = False,
     progress: bool = False,
     meta: dict | None = None,
 ) -> SensitivityResult:
@@ -602,7 +609,8 @@ def _measure(
         seed=int(seed), noise_match=noise_match, noise_rectify=bool(noise_rectify),
         denominator=denominator, statistic=statistic, channels=bool(channels),
         se_block=int(se_block), n_bootstrap=int(n_bootstrap), method=method,
-        batchnorm=batchnorm, probe_noise=float(probe_noise), output=output)
+        batchnorm=batchnorm, probe_noise=float(probe_noise), output=output,
+        drop_repeats=bool(drop_repeats))
     _check_config(cfg)
     if cfg.batchnorm == "batch":
         cfg.batch_size = cfg.n_probes  # one forward pass: statistics over all probes per stream
@@ -764,7 +772,29 @@ def _result(accs: dict[str, _LayerAcc], cfg: MeasureConfig, N: int, method: str,
                       f"(NaN)", stacklevel=3)
     df = pd.DataFrame(rows, columns=COLUMNS)
     config = {**dataclasses.asdict(cfg), "n_measured": N, "tap_method": method, **(meta or {})}
+    if cfg.drop_repeats:
+        dropped = _repeats(df)
+        df = df[~df.layer.isin(list(dropped))].reset_index(drop=True)
+        per_probe = {k: v for k, v in per_probe.items() if k not in dropped}
+        config["repeats_dropped"] = dropped
     return SensitivityResult(df, _io.to_jsonable(config), prov, per_probe)
+
+
+def _repeats(table, rtol: float = 1e-6) -> dict[str, str]:
+    """``{dropped layer: the layer it repeats}``: consecutive layers (full view, in forward
+    order) whose D and G agree to ``rtol``; the later one is dropped, but ``output`` is kept
+    and the layer before it dropped instead."""
+    full = table[table.view == "full"]
+    names, D, G = full.layer.tolist(), full.D.to_numpy(), full.G.to_numpy()
+    out: dict[str, str] = {}
+    for i in range(1, len(names)):
+        same = all(abs(v[i] - v[i - 1]) <= rtol * abs(v[i - 1]) for v in (D, G))
+        if same:
+            if names[i] == "output":
+                out[names[i - 1]] = names[i]
+            else:
+                out[names[i]] = names[i - 1]
+    return out
 
 
 def _summarize_total(v: _ViewAcc, a: Tensor, b: Tensor, cfg: MeasureConfig,

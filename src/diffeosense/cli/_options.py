@@ -88,6 +88,10 @@ def _measure_opts() -> dict[str, _Opt]:
             help="for a model with several outputs (a dict or tuple), the one measured "
             "(default: the dict's 'out', else its first value; a tuple's first; a warning "
             "when that chose among several)")),
+        _Opt("drop_repeats", "--drop-repeats", dict(
+            action="store_true",
+            help="drop the rows of a layer that repeats the one before it (same D and G: a "
+            "flatten, a BatchNorm at initialization, the last layer before output)")),
         _Opt("method", "--method", dict(
             choices=["auto", "fx", "hooks"],
             help="layer discovery: torch.fx, forward hooks, or fx with hook fallback")),
