@@ -14,7 +14,7 @@ from diffeosense import measure
 from diffeosense.cli import main
 from diffeosense.data import load_dataset
 from diffeosense.sensitivity import SensitivityResult
-from diffeosense.sources import resolve_model
+from diffeosense.sources import resolve_data, resolve_model
 
 NET_PY = '''
 import torch.nn as nn
@@ -102,3 +102,19 @@ def test_measure_output_and_layer_patterns(tmp_path, capsys):
     assert "matched no layer" in capsys.readouterr().err
     assert main([*base, "--model-kw", "depth=2", "--out", str(tmp_path / "d")]) != 0
     assert "unexpected keyword argument 'depth'" in capsys.readouterr().err
+
+
+def test_pooling_refuses_compiled_graphs_and_takes_a_spec_with_weights(tmp_path, capsys):
+    (tmp_path / "mynet.py").write_text(NET_PY)
+    spec = f"{tmp_path / 'mynet.py'}:Net"
+    source = resolve_model(model=spec, model_kwargs={"width": 4})
+    data = resolve_data("mnist-embedded", source, n_probes=2)
+    model = source.build(data).eval()
+    torch.jit.save(torch.jit.trace(model, data.probes), tmp_path / "ts.pt")
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    base = ["pooling", "--n-probes", "16", "--n-shuffles", "1", "--no-plot", "--no-progress"]
+    assert main([*base, "--checkpoint", str(tmp_path / "ts.pt"), "--out",
+                 str(tmp_path / "a")]) != 0
+    assert "is a torchscript file: pooling shuffles" in capsys.readouterr().err
+    assert main([*base, "--model", spec, "--model-kw", "width=4", "--weights",
+                 str(tmp_path / "sd.pt"), "--out", str(tmp_path / "b")]) == 0

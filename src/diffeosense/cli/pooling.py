@@ -89,18 +89,25 @@ def _run_locked(args: argparse.Namespace) -> int:
         raise ValueError("--init-checkpoint goes with --checkpoint (with --model the net is "
                          "already at initialization)")
     source = _o.model_source(args)
+    if source.info.get("kind") in ("torchscript", "export"):
+        raise ValueError(f"{source.checkpoint} is a {source.info['kind']} file: pooling shuffles "
+                         f"the channels of the net's convolution modules, which a compiled "
+                         f"graph does not have; give the architecture and its weights "
+                         f"(--model SPEC --weights FILE)")
+    if source.train_config is not None and args.data is None:
+        _check_task_named(source.checkpoint, source.train_config.data)
     init_model = None
-    if source.checkpoint is not None:
-        if args.data is None:
-            _check_task_named(source.checkpoint, source.train_config.data)
-        if args.init_checkpoint:
-            init_source = resolve_model(checkpoint=args.init_checkpoint)
-            icfg, tcfg = init_source.train_config, source.train_config
-            if icfg.model != tcfg.model or icfg.model_kwargs != tcfg.model_kwargs:
-                raise ValueError(f"--init-checkpoint holds {icfg.model}({icfg.model_kwargs}), "
-                                 f"--checkpoint {tcfg.model}({tcfg.model_kwargs}): give the "
-                                 f"same net")
-            init_model = init_source.model
+    if args.init_checkpoint:
+        init_source = resolve_model(checkpoint=args.init_checkpoint)
+        icfg, tcfg = init_source.train_config, source.train_config
+        if icfg is None or tcfg is None:
+            raise ValueError("--init-checkpoint and --checkpoint must both be `diffeosense "
+                             "train` checkpoints (of the same net)")
+        if icfg.model != tcfg.model or icfg.model_kwargs != tcfg.model_kwargs:
+            raise ValueError(f"--init-checkpoint holds {icfg.model}({icfg.model_kwargs}), "
+                             f"--checkpoint {tcfg.model}({tcfg.model_kwargs}): give the "
+                             f"same net")
+        init_model = init_source.model
     data = resolve_data(args.data, source, root=args.data_root, download=not args.no_download,
                         n_probes=args.n_probes, options=_o.data_options(args))
     x = data.probes
