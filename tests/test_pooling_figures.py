@@ -40,20 +40,33 @@ def _long(model, stage, D, G, R, Ds, cf):
 
 
 def test_layerwise_claims_follow_the_numbers():
-    rows = (_long("a", "init", [0.2, 0.2, 0.2], [1, 1, 1], [0.2, 0.2, 0.2], [.2, .2, .2],
-                  [0, 0, 0])
-            + _long("a", "trained", [0.2, 0.05, 0.01], [1, 2, 4], [0.2, 0.025, 0.0025],
-                    [.2, .1, .05], [0, .3, .4]))
+    # Three nets that train as the paper says, by different amounts: shown (interval over
+    # the nets on the paper's side, R down by more than a decade, 0 < channel share < 1).
+    rows = []
+    for m, f in (("a", 1.0), ("b", 1.5), ("c", 2.0)):
+        rows += (_long(m, "init", [0.2, 0.2, 0.2], [1, 1, 1], [0.2, 0.2, 0.2], [.2, .2, .2],
+                       [0, 0, 0])
+                 + _long(m, "trained", [0.2, 0.05 / f, 0.01 / f], [1, 2 * f, 4 * f],
+                         [0.2, 0.025 / f, 0.0025 / f**2], [.2, .1, .05], [0, .3, .4 / f]))
     claims = pf.layerwise_claims(pd.DataFrame(rows))
-    assert [c["reproduced"] for c in claims] == [True, True, True, True]
-    assert "init 1, trained 0.05" in claims[0]["evidence"]
+    assert [c["verdict"] for c in claims] == ["shown"] * 4
+    assert "a: D_out/D_in init 1, trained 0.05" in claims[0]["evidence"]
     assert "channel share 0.40" in claims[3]["evidence"]
-    # an untrained-looking net: D does not fall, G does not rise
-    rows = (_long("a", "init", [0.2, 0.2, 0.1], [1, 1, 1], [.2, .2, .1], [.2, .2, .1], [0] * 3)
-            + _long("a", "trained", [0.2, 0.2, 0.2], [1, 1, 0.5], [.2, .2, .4], [.2, .2, .2],
-                    [0, 0, 0]))
-    assert [c["reproduced"] for c in pf.layerwise_claims(pd.DataFrame(rows))] == \
-        [False, False, False, False]
+    assert "bootstrap over 3 nets" in claims[2]["evidence"]
+    # Nets whose D rises, G falls and R rises with training: contradicted. Shuffling loses
+    # all of the stability (share 1 in every net): the interval [1, 1] does not exclude 1,
+    # so "0 < share < 1" is not shown (nor contradicted: share 1 is the boundary).
+    rows = []
+    for m, f in (("a", 1.0), ("b", 1.5), ("c", 2.0)):
+        rows += (_long(m, "init", [0.2, 0.2, 0.1], [1, 1, 1], [.2, .2, .1], [.2, .2, .1],
+                       [0] * 3)
+                 + _long(m, "trained", [0.2, 0.2, 0.2 * f], [1, 1, 0.5 / f], [.2, .2, .4 * f],
+                         [.2, .2, .2], [0, 1, 1]))
+    assert [c["verdict"] for c in pf.layerwise_claims(pd.DataFrame(rows))] == \
+        ["contradicted", "contradicted", "contradicted", "not shown"]
+    # One net: no interval, no verdict.
+    one = pd.DataFrame([r for r in rows if r["model"] == "a"])
+    assert {c["verdict"] for c in pf.layerwise_claims(one)} == {None}
 
 
 def test_reproduce_layerwise_and_spectra_share_one_training(tmp_path, monkeypatch):

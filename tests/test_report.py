@@ -35,9 +35,10 @@ def report(tmp_path):
                          caption="x < y", files=["a.svg"]),
             ReportFigure("two-b", "Second", _png(tmp_path / "b.png", "C1"),
                          pd.DataFrame({"noise": [0.0, 1.0], "rho": [0.3, -0.2]}))]
-    claims = [Claim("D grows with error", True, "rho = +0.30", "one"),
-              Claim("G falls with error", False, "rho = +0.10", "two-b"),
-              Claim("too few nets", None, "n = 2")]
+    claims = [Claim("D grows with error", "shown", "rho = +0.30", "one", "+0.30 [+0.1, +0.5]"),
+              Claim("G falls with error", "not shown", "rho = +0.10", "two-b"),
+              Claim("too few nets", None, "n = 2"),
+              Claim("R rises", "contradicted", "rho = -0.9", None, "-0.90 [-1.0, -0.7]")]
     path = write_report(tmp_path / "report.html", "Report <test>", figs, claims,
                         {"lr": 0.01, "nets": ["fc2"]}, {"torch": "2.x", "python": "3.11"},
                         "diffeosense reproduce noisy-training --scale quick --out 'x y'",
@@ -111,7 +112,9 @@ def test_every_figure_links_to_its_table_and_back(report):
     claims = [t for t in root.iter("table")
               if t.find("thead/tr/th") is not None and t.find("thead/tr/th").text == "claim"][0]
     verdicts = ["".join(r[1].itertext()) for r in claims.findall("tbody/tr")]
-    assert verdicts == ["reproduced", "not reproduced", "cannot tell"]
+    assert verdicts == ["shown", "not shown", "cannot tell", "contradicted"]
+    intervals = ["".join(r[2].itertext()) for r in claims.findall("tbody/tr")]
+    assert intervals == ["+0.30 [+0.1, +0.5]", "", "", "-0.90 [-1.0, -0.7]"]
 
 
 def test_bad_figures_are_refused(tmp_path):

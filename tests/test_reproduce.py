@@ -38,7 +38,7 @@ def test_a_figure_is_one_registered_module(tmp_path, monkeypatch):
     def run(cfg, ctx):
         seen.append((cfg, ctx.scale, ctx.out.name, ctx.runs.name))
         ctx.write_table(pd.DataFrame({"x": [1, 2]}), "t.csv", {"n": cfg})
-        return fm.FigureOutput([], [{"text": "a claim", "reproduced": True, "evidence": "e"}])
+        return fm.FigureOutput([], [{"text": "a claim", "verdict": "shown", "evidence": "e"}])
 
     monkeypatch.setattr(fm, "_REGISTRY", dict(fm._REGISTRY))
     fm.register_figure(fm.Figure("toy-figure", number=99, presets={"quick": 3}, run=run))
@@ -112,6 +112,7 @@ def test_scale_2d_claims_count_an_error_of_zero_as_half_a_test_image():
         rho = log_correlation(eps, summary[q])
         assert f"rho(eps, {q}) = {rho:+.2f}" in claim["evidence"]
         assert "errors of 0 counted as 0.5/1024" in claim["evidence"]
-    assert claims[0]["reproduced"] is (log_correlation(eps, summary.D) > 0)
+    assert claims[0]["estimate"].startswith(f"{log_correlation(eps, summary.D):+.2f} [")
+    assert claims[0]["verdict"] in ("shown", "not shown", "contradicted")
     # The learning check: every net below 40 % error.
-    assert claims[-1]["reproduced"] is True
+    assert claims[-1]["verdict"] == "shown"

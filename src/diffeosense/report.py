@@ -92,13 +92,21 @@ class ReportFigure:
 
 @dataclass
 class Claim:
-    """A claim of the paper and this run's verdict: ``reproduced`` True/False, or None when the
-    run cannot tell (too few points); ``evidence`` is the number(s) that decide it."""
+    """A claim of the paper and this run's verdict on it: ``"shown"``, ``"not shown"``,
+    ``"contradicted"`` (judged on an interval: :mod:`diffeosense.experiments.verdicts`), or
+    None when the run cannot tell (too few points); ``estimate`` is the number judged with its
+    interval (``"+0.61 [-0.09, +0.97]"``), ``evidence`` the numbers behind it."""
 
     text: str
-    reproduced: bool | None
+    verdict: str | None
     evidence: str
     figure: str | None = None
+    estimate: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.verdict not in (None, "shown", "not shown", "contradicted"):
+            raise ValueError(f"a claim's verdict is 'shown', 'not shown', 'contradicted' or "
+                             f"None, got {self.verdict!r}")
 
 
 def _e(x: Any) -> str:
@@ -131,11 +139,13 @@ def _table_html(df, table_id: str, fig_id: str) -> str:
             f"</caption><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+_VERDICT_CLASS = {"shown": "yes", "not shown": "na", "contradicted": "no"}
+
+
 def _verdict(c: Claim) -> str:
-    if c.reproduced is None:
+    if c.verdict is None:
         return '<span class="na">cannot tell</span>'
-    return '<span class="yes">reproduced</span>' if c.reproduced else \
-        '<span class="no">not reproduced</span>'
+    return f'<span class="{_VERDICT_CLASS[c.verdict]}">{c.verdict}</span>'
 
 
 def render_report(title: str, figures: list[ReportFigure], claims: list[Claim],
@@ -163,13 +173,17 @@ def render_report(title: str, figures: list[ReportFigure], claims: list[Claim],
     for n in notes or []:
         parts.append(f"<p>{_e(n)}</p>")
     parts.append('<h2 id="claims">The paper\'s claims</h2>')
-    parts.append('<table><thead><tr><th>claim</th><th>this run</th><th>the numbers</th>'
-                 "<th>figure</th></tr></thead><tbody>")
+    parts.append("<p>A claim is <em>shown</em> when the interval of its estimate excludes zero "
+                 "on the paper's side (and a claimed magnitude is reached), <em>contradicted"
+                 "</em> when it excludes zero on the other side, <em>not shown</em> otherwise "
+                 "(95 % intervals: bootstrap over the nets, or t over seeds for slopes).</p>")
+    parts.append('<table><thead><tr><th>claim</th><th>this run</th><th>estimate [95 % '
+                 'interval]</th><th>the numbers</th><th>figure</th></tr></thead><tbody>')
     for c in claims:
         link = f'<a href="#fig-{_e(c.figure)}">{_e(c.figure)}</a>' if c.figure else ""
         parts.append(f'<tr><td class="text">{_e(c.text)}</td><td class="text">{_verdict(c)}'
-                     f'</td><td class="text">{_e(c.evidence)}</td><td class="text">{link}</td>'
-                     "</tr>")
+                     f'</td><td class="text">{_e(c.estimate or "")}</td><td class="text">'
+                     f'{_e(c.evidence)}</td><td class="text">{link}</td></tr>')
     parts.append("</tbody></table>")
     for f in figures:
         png = base64.b64encode(Path(f.png).read_bytes()).decode()

@@ -65,7 +65,8 @@ class ReproduceOptions:
 @dataclass
 class FigureOutput:
     """What a figure's ``run`` returns: its report figures (``diffeosense.report.ReportFigure``),
-    its claims (``{"text", "reproduced", "evidence", "figure"}``) and how many units failed."""
+    its claims (``{"text", "verdict", "estimate", "evidence", "figure"}``; verdicts from
+    :mod:`~diffeosense.experiments.verdicts`) and how many units failed."""
 
     figures: list
     claims: list[dict[str, Any]]

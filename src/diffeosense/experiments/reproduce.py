@@ -78,7 +78,7 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
              + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + "."]
     notes += [f"{name}: {fo.failed_runs} run(s) failed (error.txt in their folders)."
               for name, fo in outputs if fo.failed_runs]
-    claims = [Claim(c["text"], c["reproduced"], c["evidence"], c.get("figure"))
+    claims = [Claim(c["text"], c["verdict"], c["evidence"], c.get("figure"), c.get("estimate"))
               for _, fo in outputs for c in fo.claims]
     report_figures = [f for _, fo in outputs for f in fo.figures]
     title = f"diffeosense reproduce {' '.join(names)} --scale {scale}"

@@ -165,52 +165,63 @@ def _ends(table, model: str, stage: str):
 
 def layerwise_claims(table) -> list[dict[str, Any]]:
     """The claims of Fig. 3, from the long table of :func:`layerwise_tables` (first row: the
-    input, last: the output of each net), each with a verdict over the nets (majority)."""
+    input, last: the output of each net). Each is judged on the mean over the nets of a
+    per-net number (a log10 ratio, or the channel share), with its bootstrap interval over
+    the nets (:mod:`~diffeosense.experiments.verdicts`)."""
+    from ..verdicts import all_of, judge, mean_over
+
     models = list(dict.fromkeys(table["model"]))
     out = []
 
-    def verdict(flags):
-        return None if not flags else sum(flags) > len(flags) / 2
+    def claim(text, values, sign, ev, magnitude=None, unit="log10"):
+        est = mean_over(values, what="nets")
+        out.append({"text": text, "verdict": judge(est, sign, magnitude=magnitude),
+                    "estimate": est.text(), "evidence": "; ".join(ev)
+                    + f"; mean {unit} over nets {est.text()} ({est.method})"})
 
-    ev, flags = [], []
+    vals, ev = [], []
     for m in models:
         i0, o0 = _ends(table, m, "init")
         i1, o1 = _ends(table, m, "trained")
         r0, r1 = o0.D / i0.D, o1.D / i1.D
-        flags.append(bool(r1 < 1 and r1 < r0))
+        vals.append(math.log10(r1) - math.log10(r0))
         ev.append(f"{m}: D_out/D_in init {r0:.3g}, trained {r1:.3g}")
-    out.append({"text": "Training makes the deep representation stable to diffeomorphisms: D "
-                        "falls from input to output after training, more than at init.",
-                "reproduced": verdict(flags), "evidence": "; ".join(ev)})
-    ev, flags = [], []
+    claim("Training makes the deep representation stable to diffeomorphisms: D falls from "
+          "input to output after training, more than at init.", vals, -1, ev,
+          unit="log10 (trained / init) of D_out/D_in")
+    vals, ev = [], []
     for m in models:
         _, o0 = _ends(table, m, "init")
         _, o1 = _ends(table, m, "trained")
-        flags.append(bool(o1.G > o0.G))
+        vals.append(math.log10(o1.G / o0.G))
         ev.append(f"{m}: G_out init {o0.G:.3g}, trained {o1.G:.3g}")
-    out.append({"text": "Training makes the output more sensitive to white noise: G at the "
-                        "output rises with training.",
-                "reproduced": verdict(flags), "evidence": "; ".join(ev)})
-    ev, flags = [], []
+    claim("Training makes the output more sensitive to white noise: G at the output rises "
+          "with training.", vals, +1, ev, unit="log10 G_out trained / init")
+    vals, ev = [], []
     for m in models:
         _, o0 = _ends(table, m, "init")
         _, o1 = _ends(table, m, "trained")
-        ratio = o1.R / o0.R
-        flags.append(bool(ratio < 0.1))
-        ev.append(f"{m}: R_out init {o0.R:.3g}, trained {o1.R:.3g} (x{ratio:.2g})")
-    out.append({"text": "R at the output falls by at least a decade with training.",
-                "reproduced": verdict(flags), "evidence": "; ".join(ev)})
-    ev, flags = [], []
+        vals.append(math.log10(o1.R / o0.R))
+        ev.append(f"{m}: R_out init {o0.R:.3g}, trained {o1.R:.3g} (x{o1.R / o0.R:.2g})")
+    claim("R at the output falls by at least a decade with training.", vals, -1, ev,
+          magnitude=1.0, unit="log10 R_out trained / init (a decade: -1)")
+    vals, ev = [], []
     for m in models:
         _, o1 = _ends(table, m, "trained")
         cf = float(o1.channel_fraction)
-        flags.append(bool(0 < cf < 1) if not math.isnan(cf) else False)
+        vals.append(cf)
         ev.append(f"{m}: channel share {cf:.2f}, D_out shuffled {o1.D_shuffled:.3g} vs "
                   f"{o1.D:.3g}")
+    est = mean_over(vals, what="nets")
+    # 0 < share < 1: both bounds, each judged on the interval of the mean share.
+    both = all_of([judge(est, +1), judge(type(est)(1 - est.value, 1 - est.hi, 1 - est.lo,
+                                                    est.level, est.method), +1)])
     out.append({"text": "Both spatial and channel pooling build the stability of trained nets: "
                         "shuffling the channels of every convolution loses part of it but not "
                         "all (0 < channel share < 1 at the output).",
-                "reproduced": verdict(flags), "evidence": "; ".join(ev)})
+                "verdict": both, "estimate": est.text(".2f"),
+                "evidence": "; ".join(ev) + f"; mean share over nets {est.text('.2f')} "
+                f"({est.method})"})
     return out
 
 

@@ -96,9 +96,24 @@ def run(cfg: ScaleDetectionFigureConfig, ctx: FigureContext) -> FigureOutput:
     return FigureOutput(figures, claims)
 
 
+def _slope_estimate(r):
+    """The interval of a trained slope: the mean of the per-seed slopes +- t SE over seeds
+    (``seed_se``, n_seeds - 1 dof); one seed: the fit's residual stderr (points - 2 dof)."""
+    from ..verdicts import t_interval
+
+    n = int(getattr(r, "n_seeds", 1) or 1)
+    if n >= 2 and math.isfinite(getattr(r, "seed_se", math.nan)):
+        return t_interval(r.seed_mean, r.seed_se, n - 1)
+    return t_interval(r.slope, r.stderr, int(r.k_max - r.k_min + 1) - 2)
+
+
 def scale_1d_claims(exps) -> list[dict[str, Any]]:
-    """Fig. 7: after training, D_k falls and G_k rises with depth (fitted slopes' signs), for
-    each stride, in the channel-mean view (the authors' measurement) when present."""
+    """Fig. 7: after training, D_k falls and G_k rises with depth, for each stride, in the
+    channel-mean view (the authors' measurement) when present: each stride's trained slope
+    with its interval over seeds, shown when every stride's interval excludes zero on the
+    predicted side (the evidence says whether the predicted slope lies in it)."""
+    from ..verdicts import all_of, judge
+
     view = "channel-mean" if (exps["view"] == "channel-mean").any() else exps["view"].iloc[0]
     e = exps[(exps["view"] == view)]
     out = []
@@ -106,56 +121,78 @@ def scale_1d_claims(exps) -> list[dict[str, Any]]:
         rows = e[e["quantity"] == q]
         tr = rows[rows["state"] == "trained"]
         init = rows[rows["state"] == "init"].set_index("stride")["slope"]
-        good = [bool(r.slope * sign > 0) for r in tr.itertuples() if math.isfinite(r.slope)]
-        ev = "; ".join(f"stride {r.stride}: trained slope {r.slope:+.3f} "
-                       f"(init {init.get(r.stride, math.nan):+.3f}, predicted "
-                       f"{r.predicted:+.3f}, law {r.law})" for r in tr.itertuples())
+        parts, ev = [], []
+        for r in tr.itertuples():
+            est = _slope_estimate(r)
+            parts.append(judge(est, sign))
+            inside = est.finite and est.lo <= r.predicted <= est.hi
+            ev.append(f"stride {r.stride}: trained slope {est.text('+.3f')} ({est.method}; "
+                      f"init {init.get(r.stride, math.nan):+.3f}, predicted {r.predicted:+.3f}"
+                      f"{' (inside)' if inside else ' (outside)'}, law {r.law})")
         out.append({"text": f"1D scale detection: after training, {q}_k {word} with depth "
                             f"as spatial pooling predicts ({view} view).",
-                    "reproduced": None if not good else all(good), "evidence": ev})
+                    "verdict": all_of(parts) if parts else None,
+                    "estimate": "; ".join(x.split(" (")[0] for x in ev) or None,
+                    "evidence": "; ".join(ev)})
     return out
 
 
 def scale_2d_claims(summary, sensitivity, n_test: int) -> list[dict[str, Any]]:
-    """Figs. 8, 9: across nets, test error vs D, G, R at the output (rho of the logarithms);
-    inside each trained net, D at the last activation below the first, G above.
+    """Figs. 8, 9: across nets, test error vs D, G, R at the output (rho of the logarithms,
+    with a bootstrap interval over the nets x seeds); inside each trained net, D at the last
+    activation below the first, G above (mean log10 ratios over nets x seeds, with theirs).
 
     A test error of 0 has no logarithm: it is counted as half an error among the ``n_test``
     test images, ``0.5 / n_test`` (below the resolution ``1 / n_test`` of the measurement),
     and the evidence says so.
     """
+    from ..verdicts import NOT_SHOWN, SHOWN, all_of, bootstrap, judge, mean_over
     from .noisy_training import log_correlation
 
     out = []
     floor = 0.5 / n_test
-    err = summary["test_error"].clip(lower=floor)
+    err = summary["test_error"].clip(lower=floor).to_numpy(dtype=float)
     for q, sign in (("D", +1), ("G", -1), ("R", +1)):
-        rho = log_correlation(err, summary[q]) if len(summary) >= 3 else math.nan
+        x = summary[q].to_numpy(dtype=float)
+
+        def stat(idx, x=x):
+            return log_correlation(err[idx], x[idx]) if len(set(idx.tolist())) >= 3 \
+                else math.nan
+
+        est = bootstrap(len(summary), stat, what="nets x seeds") if len(summary) >= 3 else \
+            None
+        rho = math.nan if est is None else est.value
         out.append({"text": f"2D scale detection: across nets, test error is "
                             f"{'positively' if sign > 0 else 'negatively'} correlated with {q} "
                             f"at the output.",
-                    "reproduced": None if math.isnan(rho) else bool(rho * sign > 0),
-                    "evidence": f"rho(eps, {q}) = {rho:+.2f} over {len(summary)} nets x seeds"
+                    "verdict": None if est is None else judge(est, sign),
+                    "estimate": None if est is None else est.text(),
+                    "evidence": f"rho(eps, {q}) = {rho:+.2f}"
+                    + ("" if est is None else f" {est.text()} ({est.method})")
+                    + f" over {len(summary)} nets x seeds"
                     + (f"; errors of 0 counted as 0.5/{n_test} = {floor:.2g}"
                        if (summary["test_error"] == 0).any() else "")})
     act = sensitivity[(sensitivity["state"] == "trained")
                       & (sensitivity["kind"] == "activation")]
-    flags, ev = [], []
+    d_drop, g_rise, ev = [], [], []
     for (m, seed), g in act.groupby(["model", "seed"], sort=False):
         g = g.sort_values("depth")
         first, last = g.iloc[0], g.iloc[-1]
-        ok = bool(last.D < first.D and last.G > first.G)
-        flags.append(ok)
+        d_drop.append(math.log10(first.D / last.D))
+        g_rise.append(math.log10(last.G / first.G))
         ev.append(f"{m} (seed {seed}): D {first.D:.3g} -> {last.D:.3g}, "
                   f"G {first.G:.3g} -> {last.G:.3g}")
+    ed, eg = mean_over(d_drop, what="nets x seeds"), mean_over(g_rise, what="nets x seeds")
     out.append({"text": "2D scale detection: inside each trained net, D_k falls and G_k rises "
                         "from the first to the last activation.",
-                "reproduced": None if not flags else sum(flags) > len(flags) / 2,
-                "evidence": "; ".join(ev)})
+                "verdict": all_of([judge(ed, +1), judge(eg, +1)]) if ev else None,
+                "estimate": f"D {ed.text()}, G {eg.text()}" if ev else None,
+                "evidence": "; ".join(ev) + f"; mean log10 fall of D {ed.text()}, rise of G "
+                f"{eg.text()} ({ed.method})"})
     errs = summary.groupby("model", sort=False)["test_error"].mean()
     out.append({"text": "Every 2D net learns (a check of this run, not a claim of the paper): "
                         "test error below 40 % (chance: 50 %).",
-                "reproduced": bool((errs < 0.4).all()),
+                "verdict": SHOWN if bool((errs < 0.4).all()) else NOT_SHOWN, "estimate": None,
                 "evidence": ", ".join(f"{m} {e:.1%}" for m, e in errs.items())})
     return out
 
