@@ -9,32 +9,13 @@ import json
 import pandas as pd
 import pytest
 import torch
+from _nets import NET_PY
 
 from diffeosense import measure
 from diffeosense.cli import main
 from diffeosense.data import load_dataset
 from diffeosense.sensitivity import SensitivityResult
 from diffeosense.sources import resolve_data, resolve_model
-
-NET_PY = '''
-import torch.nn as nn
-
-class Net(nn.Module):
-    def __init__(self, in_channels=1, num_classes=10, width=8):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(width, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.relu(self.conv(x))).flatten(1))
-
-class Heads(Net):
-    def forward(self, x):
-        return {"features": self.pool(self.relu(self.conv(x))).flatten(1),
-                "logits": super().forward(x)}
-'''
 
 
 def _table(folder):

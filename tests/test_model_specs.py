@@ -6,45 +6,17 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import textwrap
 import warnings
 
 import pytest
 import torch
 import torchvision.models as tvm
+from _nets import NET_PY
 from torch import nn
 
 from diffeosense import measure
 from diffeosense.models import create_model, load_weights, normalize_spec, spec_kind
 from diffeosense.models.files import FrozenProgram, file_kind, load_model_file
-
-NET_PY = textwrap.dedent('''
-    import torch.nn as nn
-
-    class Net(nn.Module):
-        def __init__(self, in_channels=1, num_classes=10, width=8):
-            super().__init__()
-            self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
-            self.relu = nn.ReLU()
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(width, num_classes)
-
-        def forward(self, x):
-            return self.fc(self.pool(self.relu(self.conv(x))).flatten(1))
-
-    def plain(width=3):  # takes neither in_channels nor num_classes
-        return nn.Sequential(nn.Flatten(), nn.LazyLinear(width))
-
-    class TwoHeads(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 4, 3)
-            self.fc = nn.Linear(4, 3)
-
-        def forward(self, x):
-            f = self.conv(x).relu().mean((2, 3))
-            return {"features": f, "logits": self.fc(f)}
-''')
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:
