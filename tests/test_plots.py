@@ -136,9 +136,10 @@ def test_plot_of_two_architectures_uses_relative_depth_and_their_own_names(tmp_p
     # never the second net's layers against the first's names: no layer-name ticks at all
     ticks = {t.get_text() for t in fig.axes[-1].get_xticklabels()}
     assert not ticks & set(a.layers + b.layers)
-    # both named by model and data, made distinct
+    # both named by their model, made distinct; their common data in the title
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
-        "simplecnn (rand12) #0", "simplecnn (rand12) #1"]
+        "simplecnn #0", "simplecnn #1"]
+    assert "rand12" in fig._suptitle.get_text()
     # x="depth": the layer index, numeric ticks
     fig = plot_sensitivity([a, b], x="depth")
     assert _curves(fig.axes[0])[1] == b.table.depth.astype(float).tolist()
@@ -157,7 +158,7 @@ def test_plot_of_one_architecture_keeps_its_layer_names():
         assert [t.get_text() for t in fig.axes[-1].get_xticklabels()] == a.layers
         assert _curves(fig.axes[0])[0] == list(range(len(a.layers)))
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
-        "simplecnn (rand12)", "half (rand12)"]
+        "simplecnn", "half"]
     # a subset of the layers sits at its own depths (x=depth) or packed (x=layer)
     some = SensitivityResult(a.table[a.table.layer.isin(["input", "output"])], a.config)
     assert _curves(plot_sensitivity([a, some], x="depth").axes[0])[1] == [

@@ -13,7 +13,8 @@
 
 The default is ``"depth"`` when the names agree and ``"relative-depth"`` when they do not: a
 net's layers are never drawn against another net's names. Each curve is named by the result's
-``label`` (else its ``model``) and the ``data`` it was measured on.
+``label`` (else its ``model``: the spec it was created from) and, when the results were
+measured on different datasets, its ``data`` (else the title names the one dataset).
 
 >>> import pandas as pd
 >>> from diffeosense.sensitivity import SensitivityResult
@@ -59,10 +60,10 @@ def _as_results(results):
     return out
 
 
-def curve_label(config: dict, default: str = "") -> str:
+def curve_label(config: dict, default: str = "", data: bool = True) -> str:
     """The name of a result's curve: its ``label`` (else its ``model``: the spec it was
-    created from, recorded by ``measure``) and, when recorded and not already in the name,
-    the ``data`` it was measured on: ``"lenet (mnist-embedded)"``.
+    created from, recorded by ``measure``) and, with ``data``, when recorded and not already
+    in the name, the ``data`` it was measured on: ``"lenet (mnist-embedded)"``.
 
     >>> curve_label({"model": "lenet", "label": "lenet", "data": "mnist-embedded"})
     'lenet (mnist-embedded)'
@@ -70,20 +71,25 @@ def curve_label(config: dict, default: str = "") -> str:
     '#0'
     """
     name = str(config.get("label") or config.get("model") or default)
-    data = config.get("data")
-    if data and str(data) not in name:
-        name = f"{name} ({data})" if name else str(data)
+    where = config.get("data") if data else None
+    if where and str(where) not in name:
+        name = f"{name} ({where})" if name else str(where)
     return name
 
 
 def curve_labels(configs: Sequence[dict], fallbacks: Sequence[str] | None = None) -> list[str]:
     """:func:`curve_label` of each config (``fallbacks[i]``, else ``#i``, when it names
-    nothing), with ``#i`` added to names that would repeat (two seeds of one net).
+    nothing), with ``#i`` added to names that would repeat (two seeds of one net). The
+    dataset is named only when the results were measured on different ones (else the
+    figure's title names it).
 
     >>> curve_labels([{"model": "fc2"}, {"model": "fc2"}, {"model": "lenet"}])
     ['fc2 #0', 'fc2 #1', 'lenet']
+    >>> curve_labels([{"model": "fc2", "data": "a.npz"}, {"model": "fc2", "data": "b.npz"}])
+    ['fc2 (a.npz)', 'fc2 (b.npz)']
     """
-    out = [curve_label(c, (fallbacks[i] if fallbacks else "") or f"#{i}")
+    several = len({str(c.get("data")) for c in configs}) > 1
+    out = [curve_label(c, (fallbacks[i] if fallbacks else "") or f"#{i}", data=several)
            for i, c in enumerate(configs)]
     return [f"{n} #{i}" if out.count(n) > 1 else n for i, n in enumerate(out)]
 
@@ -206,8 +212,9 @@ def plot_sensitivity(results, labels: Sequence[str] | None = None, *, view: str 
         cfg = results[0].config
         n = int(tables[0].n_probes.iloc[0]) if "n_probes" in tables[0] else None
         one = len(results) == 1
-        parts = [str(cfg.get("model", "")) if one else "", str(cfg.get("data", "")) if one
-                 else "", f"{n} probes" if n else "", f"view {view}" if view != "full" else ""]
+        data = {str(r.config.get("data", "")) for r in results}
+        parts = [str(cfg.get("model", "")) if one else "", data.pop() if len(data) == 1 else "",
+                 f"{n} probes" if n else "", f"view {view}" if view != "full" else ""]
         title = "  |  ".join(p for p in parts if p) or None
     if title:
         fig.suptitle(title, fontsize=10)
