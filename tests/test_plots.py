@@ -103,3 +103,95 @@ def test_pooling_figures(tmp_path):
     assert len(fig.axes) == 1 + 2  # summary + one panel per 3x3 layer (the 1x1 is skipped)
     with pytest.raises(ValueError, match="no convolution with a spatial extent"):
         plot_spectra(filter_spectra(nn.Sequential(nn.Conv2d(1, 2, 1))))
+
+
+def _two_architectures():
+    """simplecnn with 2 and with 4 convolutions, measured from Python: different layer names
+    and numbers of layers; each result records its model (the spec) and, here, its data."""
+    from diffeosense.models import create_model
+
+    x = torch.rand(8, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    out = []
+    for depth in (2, 4):
+        torch.manual_seed(0)
+        net = create_model("simplecnn", in_channels=1, num_classes=3, depth=depth, width=4)
+        out.append(measure(net, x, n_probes=8, meta={"data": "rand12"}))
+    return out
+
+
+def _curves(ax):
+    return [bars.lines[0].get_xdata().tolist() for bars in ax.containers]
+
+
+def test_plot_of_two_architectures_uses_relative_depth_and_their_own_names(tmp_path):
+    a, b = _two_architectures()
+    assert a.config["model"] == b.config["model"] == "simplecnn"
+    assert len(a.layers) < len(b.layers)
+    fig = plot_sensitivity([a, b])  # names differ: relative depth is the default
+    for ax in fig.axes:
+        xa, xb = _curves(ax)
+        assert (len(xa), len(xb)) == (len(a.layers), len(b.layers))
+        assert min(xa) == min(xb) == 0.0 and max(xa) == max(xb) == 1.0
+        np.testing.assert_allclose(xb, b.table.depth / b.table.depth.max())
+    # never the second net's layers against the first's names: no layer-name ticks at all
+    ticks = {t.get_text() for t in fig.axes[-1].get_xticklabels()}
+    assert not ticks & set(a.layers + b.layers)
+    # both named by their model, made distinct; their common data in the title
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "simplecnn #0", "simplecnn #1"]
+    assert "rand12" in fig._suptitle.get_text()
+    # x="depth": the layer index, numeric ticks
+    fig = plot_sensitivity([a, b], x="depth")
+    assert _curves(fig.axes[0])[1] == b.table.depth.astype(float).tolist()
+    assert not {t.get_text() for t in fig.axes[-1].get_xticklabels()} & set(b.layers)
+    with pytest.raises(ValueError, match="layer names differ.*relative-depth"):
+        plot_sensitivity([a, b], x="layer")
+    with pytest.raises(ValueError, match="x must be one of"):
+        plot_sensitivity([a, b], x="width")
+
+
+def test_plot_of_one_architecture_keeps_its_layer_names():
+    a, _ = _two_architectures()
+    later = SensitivityResult(a.table.assign(D=a.table.D / 2), {**a.config, "label": "half"})
+    for x in (None, "depth", "layer"):
+        fig = plot_sensitivity([a, later], x=x)
+        assert [t.get_text() for t in fig.axes[-1].get_xticklabels()] == a.layers
+        assert _curves(fig.axes[0])[0] == list(range(len(a.layers)))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "simplecnn", "half"]
+    # a subset of the layers sits at its own depths (x=depth) or packed (x=layer)
+    some = SensitivityResult(a.table[a.table.layer.isin(["input", "output"])], a.config)
+    assert _curves(plot_sensitivity([a, some], x="depth").axes[0])[1] == [
+        0, len(a.layers) - 1]
+    assert _curves(plot_sensitivity([some], x="layer").axes[0])[0] == [0, 1]
+
+
+def test_cli_plot_aligns_architectures_and_names_curves(tmp_path):
+    for i, r in enumerate(_two_architectures()):
+        r.save(tmp_path / f"r{i}" / "sensitivity.csv")
+    paths = [str(tmp_path / "r0"), str(tmp_path / "r1")]
+    args = _parser().parse_args(["plot", *paths, "--out", str(tmp_path / "p.png")])
+    assert args.x is None and args.func(args) == 0
+    refused = _parser().parse_args(["plot", *paths, "--x", "layer", "--out", "p.png"])
+    with pytest.raises(ValueError, match="use x='relative-depth'"):
+        refused.func(refused)
+
+
+def test_cli_plot_labels(tmp_path, monkeypatch):
+    from diffeosense.plots import sensitivity as plots
+
+    seen = {}
+    monkeypatch.setattr(plots, "save_figure",
+                        lambda fig, path: seen.setdefault("legend", [
+                            t.get_text() for t in fig.axes[0].get_legend().get_texts()]))
+    a, b = _two_architectures()
+    a.config.update(model="fc2", data="digits.npz")
+    for i, r in enumerate((a, b)):
+        r.save(tmp_path / f"r{i}" / "sensitivity.csv")
+    paths = [str(tmp_path / "r0"), str(tmp_path / "r1")]
+    args = _parser().parse_args(["plot", *paths, "--out", str(tmp_path / "p.png")])
+    args.func(args)
+    assert seen.pop("legend") == ["fc2 (digits.npz)", "simplecnn (rand12)"]
+    args = _parser().parse_args(["plot", *paths, "--labels", "x", "y", "--out", "p.png"])
+    args.func(args)
+    assert seen.pop("legend") == ["x", "y"]

@@ -29,6 +29,7 @@ _COMMANDS = [
     "diffeosense.cli.reproduce",
     "diffeosense.cli.pooling",
     "diffeosense.cli.scale_detection_2d",
+    "diffeosense.cli.zoo",
 ]
 
 

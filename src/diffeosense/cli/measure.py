@@ -31,6 +31,7 @@ _PLOT_EXAMPLES = """examples:
   diffeosense plot runs/v/sens-init/sensitivity.csv runs/v/sens/sensitivity.csv \\
       --labels init trained --out init_vs_trained.png
   diffeosense plot runs/t/track.csv --out track.png   # a table written while training
+  diffeosense plot runs/zoo/models/*.csv --x relative-depth --out zoo_layers.png
 """
 
 
@@ -55,15 +56,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser(
         "plot", help="redraw D, G, R against depth from saved results",
         description="Plot one or more saved sensitivity results (CSV/JSON/Parquet written by "
-        "`diffeosense measure`), overlaid on the same depth axis; or one tracking table "
+        "`diffeosense measure` or `diffeosense zoo`), overlaid: on one depth axis when they "
+        "share their layer names, else against relative depth (--x); or one tracking table "
         "(track.csv/.parquet written by `diffeosense train --track-sensitivity`): heatmaps of "
         "log D, G, R over (layer, epoch) and the output's D, G, R and errors against epoch.",
         epilog=_PLOT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("results", nargs="+", help="result files, or folders holding "
                    "sensitivity.{csv,json,parquet} (or track.{csv,parquet})")
-    q.add_argument("--labels", nargs="*", help="legend labels, one per result")
+    q.add_argument("--labels", nargs="*", help="legend labels, one per result (default: "
+                   "the model spec and dataset each result records)")
     q.add_argument("--view", default="full", choices=["full", "channel-mean"],
                    help="which rows to plot (default full)")
+    q.add_argument("--x", default=None, choices=["depth", "relative-depth", "layer"],
+                   help="x axis: depth = layer index (input 0); relative-depth = depth / the "
+                   "result's last depth, in [0, 1], for nets of different depths; layer = the "
+                   "layer names, only when the results share them (default: depth when the "
+                   "layer names agree, else relative-depth)")
     q.add_argument("--title", default=None, help="figure title")
     q.add_argument("--out", required=True, help="output image (.png, .pdf, .svg)")
     q.set_defaults(func=run_plot)
@@ -139,7 +147,7 @@ def _result_path(p: str) -> Path:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from ..plots.sensitivity import plot_sensitivity
+    from ..plots.sensitivity import curve_labels, plot_sensitivity
     from ..sensitivity import SensitivityResult
 
     paths = [_result_path(p) for p in args.results]
@@ -155,10 +163,12 @@ def run_plot(args: argparse.Namespace) -> int:
     results = [SensitivityResult.load(p) for p in paths]
     if args.labels and len(args.labels) != len(results):
         raise ValueError(f"got {len(args.labels)} labels for {len(results)} results")
-    labels = args.labels or [
-        r.config.get("label") or Path(p).parent.name or f"#{i}"
-        for i, (r, p) in enumerate(zip(results, args.results, strict=True))]
-    plot_sensitivity(results, labels, view=args.view, title=args.title, path=args.out)
+    # Each curve: the model spec and dataset its result records (a table from before results
+    # named their model: the folder it lies in).
+    labels = args.labels or curve_labels([r.config for r in results],
+                                         [Path(p).parent.name for p in args.results])
+    plot_sensitivity(results, labels, view=args.view, x=args.x, title=args.title,
+                     path=args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -10,6 +10,8 @@ finished pieces are skipped on a re-run.
   feature-learning (``small``, ``paper``) and lazy (``lazy``) regimes.
 * :mod:`diffeosense.experiments.scale_detection_2d`: the 2D task on the paper's deep nets,
   test error against D, G, R.
+* :mod:`diffeosense.experiments.zoo`: many models, untrained or pretrained, measured on one
+  dataset into one table of D, G, R and the test error (``diffeosense zoo``).
 * :mod:`diffeosense.experiments.run`: the sweep unit, ``RunConfig`` -> train, measure, ``done``.
 * :mod:`diffeosense.experiments.sweep`: sweep files (TOML/YAML grids) -> runs; ``run_sweep``.
 * :mod:`diffeosense.experiments.backends`: where runs execute (local pool, Ray, SLURM).

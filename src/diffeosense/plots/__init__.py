@@ -1,6 +1,7 @@
 """Figures, one module per engine (the edge of the library: the core never imports this package).
 
-- :mod:`.sensitivity`: D, G, R against depth (``plot_sensitivity``);
+- :mod:`.sensitivity`: D, G, R against depth or relative depth (``plot_sensitivity``);
+- :mod:`.zoo`: a model zoo's test error against R (``plot_zoo``);
 - :mod:`.diffeo`: an image deformed over a grid of (cut, T) (``plot_diffeo_grid``);
 - :mod:`.scale_detection`: the scale-detection experiment beside the theory;
 - :mod:`.pooling`: filter spectra by depth and D/G/R of channel-shuffled copies
