@@ -244,11 +244,18 @@ def claims(results, corr) -> list[dict[str, Any]]:
         return [(s, r) for s, r in zip(sel["noise"], sel["rho"], strict=True)
                 if not math.isnan(r)]
 
+    def interval(q, s) -> str:
+        # The interval of rho where the table has one (rho_lo, rho_hi): every number with it.
+        if not {"rho_lo", "rho_hi"} <= set(corr.columns):
+            return ""
+        row = corr[(corr["X"] == q) & (corr["noise"] == s)].iloc[0]
+        return f" [{row['rho_lo']:+.2f}, {row['rho_hi']:+.2f}]"
+
     def sign_claim(q, sign, text):
         rs = rhos(q)
         good = [s for s, r in rs if r * sign > 0]
         verdict = None if not rs else len(good) > len(rs) / 2
-        ev = "; ".join(f"s={s:g}: {r:+.2f}" for s, r in rs)
+        ev = "; ".join(f"s={s:g}: {r:+.2f}{interval(q, s)}" for s, r in rs)
         out.append({"text": text, "reproduced": verdict,
                     "evidence": f"rho(eps,{q}) {ev} (right sign at {len(good)}/{len(rs)} levels)"})
 
@@ -262,7 +269,8 @@ def claims(results, corr) -> list[dict[str, Any]]:
     out.append({
         "text": "R correlates best with the error: rho(eps, R) > rho(eps, D).",
         "reproduced": None if not both else len(better) > len(both) / 2,
-        "evidence": "; ".join(f"s={s:g}: R {rr[s]:+.2f} vs D {rd[s]:+.2f}" for s in both)
+        "evidence": "; ".join(f"s={s:g}: R {rr[s]:+.2f}{interval('R', s)} vs D "
+                              f"{rd[s]:+.2f}{interval('D', s)}" for s in both)
         + f" (R ahead at {len(better)}/{len(both)} levels)"})
     learned = results.groupby("model")["test_error"].max()
     worst = results.loc[results["test_error"].idxmax()]
