@@ -49,7 +49,8 @@ def test_show_writes_png_and_sidecar(tmp_path, capsys):
         assert temps[0] < tmin and temps[-1] > tmax
         assert temps[1] == pytest.approx(tmin, rel=1e-12) and temps[2] == pytest.approx(tmax, rel=1e-12)
     # No temporary files left behind by the atomic writes.
-    assert sorted(p.name for p in out.parent.iterdir()) == ["show.json", "show.png"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["show.json", "show.pdf", "show.png",
+                                                           "show.svg"]  # + vector twins
 
 
 def test_sidecar_command_replays_the_same_config(tmp_path, capsys):

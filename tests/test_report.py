@@ -168,3 +168,45 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert any("figures-loaded 2/2" in line for line in console), log[-2000:]
     errors = [line for line in console if re.search(r"error|Refused|Uncaught", line, re.I)]
     assert not errors, errors
+
+
+def test_one_title_one_command_and_numbers_with_their_intervals(tmp_path):
+    """The title once in the page (and as its <title>), the command once and the same as the
+    one recorded; a number with an interval column beside it shown with its interval."""
+    from diffeosense.experiments.figure import get_figure
+    from diffeosense.experiments.reproduce import report_title
+
+    title = report_title([get_figure(n) for n in ("noisy-training", "layerwise")], "quick")
+    command = "diffeosense reproduce all --scale quick --workers 2 --out /tmp/x"
+    table = pd.DataFrame({"model": ["lenet"], "D": [0.073], "D_se": [0.0039], "rho": [0.87],
+                          "rho_lo": [0.41], "rho_hi": [0.98]})
+    path = write_report(tmp_path / "r.html", title, [ReportFigure(
+        "a", "A", _png(tmp_path / "a.png", "C0"), table)], [], {}, {}, command)
+    root = ET.fromstring(path.read_text().split("\n", 1)[1])
+    body = "".join(root.find("body").itertext())
+    assert body.count(title) == 1 and root.find("head/title").text == title
+    assert "reproduce" not in title.split(":")[0].split()  # a title, not a command
+    commands = re.findall(r"diffeosense reproduce [^\n<]*", body)
+    assert commands == [command]
+    cells = ["".join(td.itertext()) for td in root.find(".//table[@id='table-a']/tbody/tr")]
+    assert cells == ["lenet", "0.073 ± 0.0039", "0.87 [0.41, 0.98]"]
+
+
+def test_time_note_says_when_a_pass_reused_every_run(tmp_path):
+    import json
+
+    from diffeosense.experiments.reproduce import first_run_seconds, time_note
+
+    cfg = {"noisy-training": {"a": 1}, "layerwise": {"b": 2}}
+    (tmp_path / "reproduce_first_run.json").write_text(json.dumps(
+        {"figures": cfg, "seconds": {"noisy-training": 180.8, "layerwise": 24.6}}))
+    first = first_run_seconds(tmp_path, cfg, {"noisy-training": 2.0, "layerwise": 1.0},
+                              {"noisy-training": 0, "layerwise": 0})
+    assert first == {"noisy-training": 180.8, "layerwise": 24.6}
+    note = time_note({"noisy-training": 2.0, "layerwise": 1.0}, first, {})
+    assert "noisy-training 181 s (this pass reused every finished run and took 2 s)" in note
+    # Another preset: the earlier time is not this figure's.
+    other = first_run_seconds(tmp_path, {"noisy-training": {"a": 9}, "layerwise": {"b": 2}},
+                              {"noisy-training": 2.0, "layerwise": 1.0}, {})
+    assert other["noisy-training"] is None
+    assert "not recorded" in time_note({"noisy-training": 2.0}, other, {})

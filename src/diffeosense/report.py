@@ -4,7 +4,9 @@ The report is one ``.html`` file that opens anywhere, offline: every figure is e
 ``data:`` PNG, every table is written out in the page *and* offered as a ``data:`` CSV, and a
 Content-Security-Policy forbids the browser any fetch (``default-src 'none'``), so the file
 cannot depend on the network by accident. Each figure links to its table (``#table-<id>``) and
-each table back to its figure. The page also holds the paper's claims with, for each, whether
+each table back to its figure; a number with an interval beside it in its table (``X_se``, or
+``X_lo`` and ``X_hi``) is shown with it in one cell. The title is given once, the command that
+made the page once (under "Made by"). The page also holds the paper's claims with, for each, whether
 this run reproduces it and the number that says so, the resolved config, the versions
 (:func:`diffeosense.provenance.provenance`) and the command that made it.
 
@@ -34,7 +36,7 @@ from typing import Any
 
 from . import _io
 
-__all__ = ["ReportFigure", "Claim", "write_report", "render_report"]
+__all__ = ["ReportFigure", "Claim", "write_report", "render_report", "interval_columns"]
 
 _CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
         "script-src 'unsafe-inline'")
@@ -123,13 +125,49 @@ def _cell(v: Any) -> tuple[str, bool]:
     return str(v), True
 
 
+# Columns that hold the interval of another column ``X``: its standard error, or the two ends
+# of a confidence interval (bootstrap, Fisher z, ...).
+_SE = ("_se",)
+_ENDS = (("_lo", "_hi"), ("_low", "_high"), ("_ci_low", "_ci_high"), ("_lower", "_upper"))
+
+
+def interval_columns(columns) -> dict[str, tuple[str, ...]]:
+    """``{X: (X_se,)}`` or ``{X: (X_lo, X_hi)}`` for every column ``X`` of ``columns`` that
+    has an interval beside it: the report shows each such number with its interval.
+
+    >>> interval_columns(["D", "D_se", "rho", "rho_lo", "rho_hi", "n"])
+    {'D': ('D_se',), 'rho': ('rho_lo', 'rho_hi')}
+    """
+    cols = list(columns)
+    out: dict[str, tuple[str, ...]] = {}
+    for c in cols:
+        for lo, hi in _ENDS:
+            if f"{c}{lo}" in cols and f"{c}{hi}" in cols:
+                out[c] = (f"{c}{lo}", f"{c}{hi}")
+                break
+        else:
+            if f"{c}_se" in cols:
+                out[c] = (f"{c}_se",)
+    return out
+
+
 def _table_html(df, table_id: str, fig_id: str) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    # Each number with its interval in one cell ("0.073 ± 0.0039", "0.87 [0.41, 0.98]"); the
+    # CSV keeps every column as it is.
+    pairs = interval_columns(df.columns)
+    folded = {c for v in pairs.values() for c in v}
+    shown = [c for c in df.columns if c not in folded]
+    head = "".join(f"<th>{_e(c)}{' (± s.e.)' if pairs.get(c, ('',))[0].endswith('_se') else ''}"
+                   f"{' [interval]' if len(pairs.get(c, ())) == 2 else ''}</th>" for c in shown)
     rows = []
-    for rec in df.itertuples(index=False):
+    for rec in df.to_dict("records"):
         cells = []
-        for v in rec:
+        for c in shown:
+            v = rec[c]
             text, is_text = _cell(v.item() if hasattr(v, "item") else v)
+            if c in pairs and not is_text and text != "NaN":
+                ends = [_cell(float(rec[k]))[0] for k in pairs[c]]
+                text += f" ± {ends[0]}" if len(ends) == 1 else f" [{ends[0]}, {ends[1]}]"
             cls = ' class="text"' if is_text else ""
             cells.append(f"<td{cls}>{_e(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -168,7 +206,7 @@ def render_report(title: str, figures: list[ReportFigure], claims: list[Claim],
         f"<title>{_e(title)}</title><style>{_STYLE}</style>",
         f"<script>{_SCRIPT}</script></head><body>",
         f"<h1>{_e(title)}</h1>",
-        f"<p>Made by</p><pre><code>{_e(command)}</code></pre>",
+        f'<p>Made by the command</p><pre id="command"><code>{_e(command)}</code></pre>',
     ]
     for n in notes or []:
         parts.append(f"<p>{_e(n)}</p>")

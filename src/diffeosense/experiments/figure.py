@@ -8,7 +8,7 @@ A figure is one module of :mod:`diffeosense.experiments.figures` that holds
   engine through :meth:`FigureContext.sweep` (or an experiment whose own units go through it);
 * the **tables** it reduces them to (:meth:`FigureContext.write_table`: CSV with a checked
   sidecar), its **claims** (the paper's statements with this run's verdict and the numbers
-  behind it) and its **plots** (:meth:`FigureContext.save_figure`: PNG and SVG);
+  behind it) and its **plots** (:meth:`FigureContext.save_figure`: PNG, SVG and PDF);
 
 and registers itself with :func:`register_figure`. ``reproduce`` (the loop and the report)
 finds every module of the package by itself, so adding a figure is adding one file::
@@ -20,7 +20,7 @@ finds every module of the package by itself, so adding a figure is adding one fi
         failed = ctx.sweep(units(cfg, ctx.options))        # train + measure, resumable
         table = reduce(cfg, ctx.runs)                       # the figure's table
         ctx.write_table(table, "my_figure.csv", cfg)
-        ctx.save_figure(plot(table), "my_figure")           # my_figure.png, my_figure.svg
+        ctx.save_figure(plot(table), "my_figure")           # my_figure.png, .svg, .pdf
         return FigureOutput([ReportFigure(...)], claims(table), failed_runs=failed)
 
     register_figure(Figure("my-figure", number=5, presets=PRESETS, run=run,
@@ -192,7 +192,8 @@ class FigureContext:
             "scale": self.scale, "config": config, "provenance": provenance()})
 
     def save_figure(self, fig, stem: str) -> Path:
-        """``out/stem.png`` and ``out/stem.svg``; returns the PNG's path."""
+        """``out/stem.png`` with ``out/stem.svg`` and ``out/stem.pdf``; returns the PNG's
+        path."""
         from ..plots.reproduce import save_png_svg
 
         save_png_svg(fig, self.out / stem)

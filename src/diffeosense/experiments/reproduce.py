@@ -7,7 +7,9 @@ and skips what is finished), draws its figures (PNG and SVG), writes its tables 
 returns the paper's claims with this run's verdicts, computed from the tables.
 :func:`reproduce` runs the asked figures one after the other, each on its preset for the scale,
 and writes one self-contained HTML report (:func:`diffeosense.report.write_report`) with every
-figure, table, claim, the presets, the versions, the command and the time each figure took.
+figure, table, claim, the presets, the versions, the command and the time each figure took
+when its units ran (a later pass that reuses every finished run says so, and shows the first
+run's time from ``reproduce.json``).
 
 Layout of ``out``::
 
@@ -30,7 +32,8 @@ from pathlib import Path
 from .._io import to_jsonable, write_json
 from .figure import FigureContext, ReproduceOptions, get_figure, list_figures
 
-__all__ = ["ReproduceOptions", "reproduce", "scales"]
+__all__ = ["ReproduceOptions", "reproduce", "scales", "report_title", "first_run_seconds",
+           "time_note"]
 
 
 def scales() -> tuple[str, ...]:
@@ -60,27 +63,97 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
     # Taken before any work: the commit and versions of the code that runs (a checkout that
     # moves on during a long run must not be credited with its results).
     prov = provenance()
-    outputs, times, configs = [], {}, {}
+    outputs, times, configs, fresh = [], {}, {}, {}
     for fig in figures:
-        t0 = time.perf_counter()
+        t0 = time.time()
         if opts.progress:
             print(f"reproduce {fig.name} --scale {scale}", flush=True)
         cfg = presets[fig.name]
         ctx = FigureContext(fig.name, scale, out / fig.folder, out / "runs", opts)
         outputs.append((fig.name, fig.run(cfg, ctx)))
-        times[fig.name] = round(time.perf_counter() - t0, 1)
+        times[fig.name] = round(time.time() - t0, 1)
         configs[fig.name] = cfg.to_dict() if hasattr(cfg, "to_dict") else to_jsonable(cfg)
+        fresh[fig.name] = _units_finished_since(out, t0)
+    first = first_run_seconds(out, configs, times, fresh)
     config = {"scale": scale, "figures": configs,
               "options": to_jsonable(opts), "seconds": times}
-    write_json(out / "reproduce.json", {"command": command, **config, "provenance": prov})
-    notes = [f"Scale {scale}. Time per figure in this invocation (runs finished by an earlier "
-             f"invocation are reused, not recomputed, and take no time here): "
-             + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + "."]
+    write_json(out / "reproduce.json", {"command": command, **config,
+                                        "first_run_seconds": first, "units_run": fresh,
+                                        "provenance": prov})
+    notes = [f"Scale {scale}. " + time_note(times, first, fresh)]
     notes += [f"{name}: {fo.failed_runs} run(s) failed (error.txt in their folders)."
               for name, fo in outputs if fo.failed_runs]
     claims = [Claim(c["text"], c["verdict"], c["evidence"], c.get("figure"), c.get("estimate"))
               for _, fo in outputs for c in fo.claims]
     report_figures = [f for _, fo in outputs for f in fo.figures]
-    title = f"diffeosense reproduce {' '.join(names)} --scale {scale}"
-    return write_report(out / "report.html", title, report_figures, claims, config,
-                        json.loads(json.dumps(to_jsonable(prov), default=str)), command, notes)
+    return write_report(out / "report.html", report_title(figures, scale), report_figures,
+                        claims, config, json.loads(json.dumps(to_jsonable(prov), default=str)),
+                        command, notes)
+
+
+def report_title(figures, scale: str) -> str:
+    """The report's one title (not a command: the command is given once, under "Made by").
+
+    >>> from diffeosense.experiments.figure import get_figure
+    >>> report_title([get_figure("noisy-training"), get_figure("scale-detection")], "quick")
+    "The paper's figures reproduced at the quick scale: noisy-training (Fig. 1), scale-detection (Fig. 7)"
+    """
+    names = ", ".join(f"{f.name} (Fig. {f.number:g})" for f in figures)
+    return f"The paper's figures reproduced at the {scale} scale: {names}"
+
+
+def _units_finished_since(out: Path, t0: float) -> int:
+    """Run units whose ``done`` marker was written at or after ``t0`` under ``out`` (0: the
+    pass reused every finished run)."""
+    n = 0
+    for p in Path(out).rglob("done"):
+        try:
+            n += p.is_file() and p.stat().st_mtime >= t0 - 1.0
+        except OSError:
+            continue
+    return n
+
+
+def first_run_seconds(out: Path, configs: dict, times: dict, fresh: dict) -> dict:
+    """Per figure, the time of the pass that ran its units: this pass's when it ran some,
+    else the one recorded by an earlier pass with the same preset (``reproduce.json``, or the
+    ``reproduce_first_run.json`` kept beside it), else None (not recorded)."""
+    earlier: dict = {}
+    for name in ("reproduce_first_run.json", "reproduce.json"):
+        p = Path(out) / name
+        if not p.is_file():
+            continue
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        same = {f for f, c in (rec.get("figures") or {}).items()
+                if json.loads(json.dumps(to_jsonable(configs.get(f)), default=str)) == c}
+        first = rec.get("first_run_seconds") or {}
+        for f in same:
+            # A record that tells which passes ran units, or the first-run file by its name.
+            t = first.get(f) if "first_run_seconds" in rec else (
+                rec.get("seconds", {}).get(f) if name == "reproduce_first_run.json" else None)
+            if t is not None:
+                earlier.setdefault(f, t)
+    return {f: (times[f] if fresh.get(f) else earlier.get(f)) for f in times}
+
+
+def time_note(times: dict, first: dict, fresh: dict) -> str:
+    """The report's line on times: each figure's first-run time, and what this pass did.
+
+    >>> time_note({"a": 2.0, "b": 30.0}, {"a": 181.0, "b": 30.0}, {"a": 0, "b": 3})
+    'Time per figure, first run (the pass that trained and measured its units): a 181 s (this pass reused every finished run and took 2 s), b 30 s (this pass ran 3 units).'
+    """
+    parts = []
+    for f, t in times.items():
+        if fresh.get(f):
+            parts.append(f"{f} {t:.0f} s (this pass ran {fresh[f]} units)")
+        elif first.get(f) is not None:
+            parts.append(f"{f} {first[f]:.0f} s (this pass reused every finished run and took "
+                         f"{t:.0f} s)")
+        else:
+            parts.append(f"{f}: not recorded (this pass reused every finished run and took "
+                         f"{t:.0f} s)")
+    return ("Time per figure, first run (the pass that trained and measured its units): "
+            + ", ".join(parts) + ".")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..diffeo import apply, sample_fields, temperature_range, typical_displacement
+from . import style
 from ._save import save_figure
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not when the CLI starts
@@ -156,6 +157,7 @@ def _fmt_T(T: float) -> str:
 
 
 # ------------------------------------------------------------------ the figure
+@style.styled()
 def plot_diffeo_grid(
     image: torch.Tensor,
     cuts: Sequence[int],
@@ -251,4 +253,4 @@ def plot_diffeo_grid(
         f"δ = typical displacement; one field per row scaled by sqrt(T) (seed {seed}, {interp})",
         fontsize=9,
     )
-    return fig
+    return style.finalize(fig)

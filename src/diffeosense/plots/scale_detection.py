@@ -11,7 +11,10 @@ dashed). Axes: log-log for s = 1 (the predicted laws are powers of k), log-linea
 Normalization of the theory: the idealized net has one channel and homogeneous filters, so its
 prefactors differ from a trained net's; only the *slopes* are predictions. The theory curve is
 therefore multiplied by the constant that makes it pass through the trained curve at the first
-fitted layer ``k = fit_k_min`` ("anchored"); the fit window is shaded.
+fitted layer ``k = fit_k_min`` ("anchored"); the fit window is shaded. Two slopes of the theory
+are given, named apart: the slope of the exact idealized curve fitted on the fit window (finite
+depth: ``theory_fit`` of the exponents table) and the asymptotic law (``predicted``, drawn as a
+dotted straight line from the same anchor).
 
 >>> import pandas as pd
 >>> from diffeosense.experiments.scale_detection import preset
@@ -34,18 +37,21 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from . import style
 from ._save import save_figure
 
 __all__ = ["plot_scale_detection", "plot_activation_comparison", "save_result_figure"]
 
-_TITLES = {"D": "D_k  (diffeo)", "G": "G_k  (noise)", "R": "R_k = D_k / G_k"}
-_STATES = {"init": ("0.55", "initialization"), "trained": ("C3", "trained")}
+_TITLES = {"D": "D_k", "G": "G_k", "R": "R_k"}
+_STATES = {"init": (style.GREY, "init"), "trained": (style.PALETTE[1], "trained")}
+_THEORY = style.PALETTE[0]
 
 
 def _activations(df):
     return df[df.layer.astype(str).str.contains(r"(?:^|\.)act\d+$", regex=True)].sort_values("k")
 
 
+@style.styled()
 def plot_scale_detection(cfg, aggregate, theory, exponents=None, path: str | Path | None = None):
     """D_k, G_k, R_k vs depth k, init vs trained, theory anchored at ``k = cfg.fit_k_min``.
 
@@ -64,7 +70,7 @@ def plot_scale_detection(cfg, aggregate, theory, exponents=None, path: str | Pat
     views = (["full"] if "view" not in aggregate else
              [v for v in ("full", "channel-mean") if (aggregate.view == v).any()])
     panels = [(i, s, v) for i, s in enumerate(cfg.strides) for v in views]
-    fig = Figure(figsize=(12, 3.4 * len(panels) + 0.6))
+    fig = Figure(figsize=style.figsize(2, 2.9 * len(panels) + 0.5), layout="constrained")
     axes = fig.subplots(len(panels), 3, squeeze=False)
     k0 = cfg.fit_k_min
     for row, (i_s, s, view) in enumerate(panels):
@@ -90,41 +96,49 @@ def plot_scale_detection(cfg, aggregate, theory, exponents=None, path: str | Pat
                 lower = np.minimum(se[ok], 0.9 * y[ok])
                 lab = label
                 if exps is not None:
-                    lab += _slope_label(exps, s, q, state)
-                ax.errorbar(k[ok], y[ok], yerr=[lower, se[ok]], color=color, marker="o", ms=4,
-                            lw=1.4, capsize=2, label=lab)
+                    lab += _slope_label(exps, s, q, state, predicted=False)
+                ax.errorbar(k[ok], y[ok], yerr=[lower, se[ok]], color=color, marker="o", ms=3,
+                            capsize=2, label=lab)
                 if state == "trained":
                     trained = (k[ok], y[ok])
             if trained is not None and len(th) and k0 in set(th.k) and k0 in set(trained[0]):
                 anchor = trained[1][list(trained[0]).index(k0)] / float(th[th.k == k0][q].iloc[0])
-                lab = "idealized net (anchored)"
-                if exps is not None:
-                    e = _row(exps, s, "trained", q)
-                    if e is not None and math.isfinite(e.theory_fit):
-                        lab += f": {e.theory_fit:+.2f}"
-                ax.plot(th.k, th[q] * anchor, color="C0", ls="--", lw=1.2, label=lab)
+                lab = "idealized net"
+                e = _row(exps, s, "trained", q) if exps is not None else None
+                if e is not None and math.isfinite(e.theory_fit):
+                    lab += f", fit on window: {e.theory_fit:+.2f}"
+                ax.plot(th.k, th[q] * anchor, color=_THEORY, ls="--", lw=1.1, label=lab)
+                if e is not None and math.isfinite(e.predicted):
+                    kk = np.linspace(k0, float(np.max(th.k)), 20)
+                    y0 = float(th[th.k == k0][q].iloc[0]) * anchor
+                    law = getattr(e, "law", "power" if s == 1 else "exponential")
+                    yy = y0 * ((kk / k0) ** e.predicted if law == "power"
+                               else np.exp(e.predicted * (kk - k0)))
+                    ax.plot(kk, yy, color="k", ls=":", lw=1.0,
+                            label=f"asymptotic law: {e.predicted:+.2f}")
             ax.axvspan(k0 - 0.1 if s > 1 else k0 * 0.97, k_hi + 0.1 if s > 1 else k_hi * 1.03,
                        color="0.9", zorder=0)
             ax.set_yscale("log")
             if s == 1:
                 ax.set_xscale("log")
-                ticks = list(range(1, L + 1))
+                ticks = _layer_ticks(L)
                 ax.set_xticks(ticks)
                 ax.set_xticklabels([str(t) for t in ticks])
                 ax.minorticks_off()
             else:
-                ax.set_xticks(list(range(1, L + 1)))
+                ax.set_xticks(_layer_ticks(L))
             ax.set_xlabel("layer k")
-            ax.set_title(f"{_TITLES[q]},  s = {s}, F = {cfg.filter_size}, {view}", fontsize=9)
+            ax.set_title(f"{_TITLES[q]}: s = {s}, F = {cfg.filter_size}, {view}")
             ax.grid(True, which="major", alpha=0.3)
-            ax.legend(fontsize=7, loc="best")
+            ax.legend(loc="best", fontsize=6, handlelength=1.6, borderpad=0.3, labelspacing=0.25)
     fig.suptitle(
-        f"scale detection 1D: N = {cfg.size}, xi = {cfg.xi}, gap = {cfg.gap}, "
-        f"P = {cfg.train_size}, H = {cfg.width}, {cfg.activation}, "
+        f"scale detection 1D ({getattr(cfg, 'preset', '')} preset): N = {cfg.size}, "
+        f"xi = {cfg.xi}, gap = {cfg.gap}, P = {cfg.train_size}, H = {cfg.width}, "
+        f"{cfg.activation}, "
         f"{getattr(cfg, 'parametrization', 'standard')}/{getattr(cfg, 'readout', 'standard')}, "
-        f"{len(cfg.seeds)} seed(s); legend: slope +- s.e. over seeds; shaded: fit window; "
-        f"theory anchored at k = {k0}", fontsize=9)
-    fig.tight_layout()
+        f"{len(cfg.seeds)} seed(s)\nlegend: fitted slope +- s.e. over seeds; shaded: fit "
+        f"window; theory anchored at k = {k0}")
+    style.finalize(fig)
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -136,13 +150,20 @@ def _row(exponents, s, state, q):
     return None if e.empty else next(e.itertuples())
 
 
-def _slope_label(exponents, s, q, state="trained") -> str:
+def _layer_ticks(L: int) -> list[int]:
+    """Integer layer ticks, at most ~10 of them."""
+    step = max(1, math.ceil(L / 10))
+    return list(range(1, L + 1, step))
+
+
+def _slope_label(exponents, s, q, state="trained", predicted: bool = True) -> str:
     e = _row(exponents, s, state, q)
     if e is None or not math.isfinite(e.slope):
         return ""
     err = e.seed_se if math.isfinite(e.seed_se) else e.stderr
-    err_s = f"+-{err:.2f}" if math.isfinite(err) else ""
-    return f": {e.slope:+.2f}{err_s} (pred. {e.predicted:+.2f})"
+    err_s = f" ± {err:.2f}" if math.isfinite(err) else ""
+    pred = f" (asymptotic law {e.predicted:+.2f})" if predicted else ""
+    return f": {e.slope:+.2f}{err_s}{pred}"
 
 
 def save_result_figure(result, path: str | Path | None = None) -> Path:
@@ -154,6 +175,7 @@ def save_result_figure(result, path: str | Path | None = None) -> Path:
     return path
 
 
+@style.styled()
 def plot_activation_comparison(results, view: str = "full", path: str | Path | None = None):
     """D_k, G_k, R_k of runs that differ by their activation (e.g. relu vs tanh), side by side.
 
@@ -169,10 +191,10 @@ def plot_activation_comparison(results, view: str = "full", path: str | Path | N
     """
     cfg0 = results[0].config
     strides = list(cfg0.strides)
-    fig = Figure(figsize=(12, 3.4 * len(strides) + 0.6))
+    fig = Figure(figsize=style.figsize(2, 2.9 * len(strides) + 0.5), layout="constrained")
     axes = fig.subplots(len(strides), 3, squeeze=False)
     for i, res in enumerate(results):
-        color = f"C{i}"
+        color = style.colour(i)
         agg = res.aggregate[res.aggregate.view == view] if "view" in res.aggregate \
             else res.aggregate
         ex = res.exponents[res.exponents.view == view] if "view" in res.exponents \
@@ -182,20 +204,24 @@ def plot_activation_comparison(results, view: str = "full", path: str | Path | N
                 ax = axes[row, col]
                 for state, ls in (("trained", "-"), ("init", ":")):
                     df = _activations(agg[(agg.stride == s) & (agg.state == state)])
-                    lab = f"{res.config.activation} {state}" + _slope_label(ex, s, q, state)
+                    lab = f"{res.config.activation} {state}" + _slope_label(ex, s, q, state,
+                                                                            predicted=False)
                     ax.plot(df.k, df[q], ls=ls, color=color, marker="o" if ls == "-" else None,
                             ms=4, label=lab)
                 ax.set_yscale("log")
                 if s == 1:
                     ax.set_xscale("log")
+                    ax.minorticks_off()
+                L = int(max(agg.k)) if len(agg) else 1
+                ax.set_xticks(_layer_ticks(L), [str(t) for t in _layer_ticks(L)])
                 ax.set_xlabel("layer k")
-                ax.set_title(f"{_TITLES[q]},  s = {s}, {view}", fontsize=9)
+                ax.set_title(f"{_TITLES[q]}: s = {s}, {view}")
                 ax.grid(True, alpha=0.3)
-                ax.legend(fontsize=7)
+                ax.legend(fontsize=6, borderpad=0.3, labelspacing=0.25)
     fig.suptitle(f"scale detection 1D, {cfg0.preset} preset: activations compared "
-                 f"(N = {cfg0.size}, H = {cfg0.width}, {len(cfg0.seeds)} seed(s); slopes fitted "
-                 f"on k = {cfg0.fit_k_min}..L)", fontsize=9)
-    fig.tight_layout()
+                 f"(N = {cfg0.size}, H = {cfg0.width}, {len(cfg0.seeds)} seed(s))\nlegend: "
+                 f"fitted slope on k = {cfg0.fit_k_min}..L")
+    style.finalize(fig)
     if path is not None:
         save_figure(fig, path)
     return fig

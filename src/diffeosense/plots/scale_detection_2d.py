@@ -20,44 +20,44 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
+from ..models.names import display_name
+from . import style
 from ._save import save_figure
 
 __all__ = ["plot_scale_detection_2d", "save_result_figure"]
 
 
+@style.styled()
 def plot_scale_detection_2d(summary, sensitivity, title: str | None = None,
                             path: str | Path | None = None):
     """Test error vs output D, G, R (top) and D_k, G_k, R_k vs relative depth (bottom).
+
+    One colour and marker per net (its family's marker), the same in both rows; one legend
+    under the panels: the nets, and trained (solid) vs initialization (dotted).
 
     Args:
         summary: one row per unit (``model, seed, test_error, D, G, R``).
         sensitivity: tidy rows ``model, seed, state, layer, kind, depth, D, G, R`` (full view).
         title: figure title; path: also save the figure there (atomic).
     """
-    fig = Figure(figsize=(12, 7.4))
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=style.figsize(2, 5.2), layout="constrained")
     axes = fig.subplots(2, 3)
     models = list(dict.fromkeys(summary.model))
-    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    colors = {m: style.colour(i) for i, m in enumerate(models)}
+    names = {m: display_name(m) for m in models}
+    marks = style.markers(list(names.values()))
     for col, q in enumerate(("D", "G", "R")):
         ax = axes[0, col]
         for m in models:
             s = summary[summary.model == m]
-            ax.scatter(s[q], s.test_error, color=colors[m], label=m, s=30)
+            ax.scatter(s[q], s.test_error, color=colors[m], marker=marks[names[m]], s=22,
+                       edgecolor="k", linewidth=0.4)
         ax.set_xscale("log")
-        # Within a decade the default minor labels (2x10^-2 ...) collide: short ones instead;
-        # over several decades, the decades only.
-        x = summary[q].to_numpy(dtype=float)
-        x = x[np.isfinite(x) & (x > 0)]
-        narrow = len(x) > 0 and x.max() / x.min() < 10
-        ax.xaxis.set_minor_formatter(FormatStrFormatter("%.2g") if narrow else NullFormatter())
-        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel(f"{q} at the output (trained)")
-        ax.set_ylabel("test error (best checkpoint)")
         ax.grid(True, alpha=0.3)
-        if col == 0:
-            ax.legend(fontsize=7)
         ax = axes[1, col]
         for m in models:
             for state, ls in (("trained", "-"), ("init", ":")):
@@ -68,16 +68,21 @@ def plot_scale_detection_2d(summary, sensitivity, title: str | None = None,
                 g = df.groupby("depth", as_index=False)[q].agg(
                     lambda v: float(np.exp(np.log(v).mean())))
                 k = np.arange(1, len(g) + 1) / len(g)
-                ax.plot(k, g[q], ls=ls, marker="o" if ls == "-" else None, ms=3,
-                        color=colors[m], label=f"{m} ({state})" if col == 0 else None)
+                ax.plot(k, g[q], ls=ls, marker=marks[names[m]] if ls == "-" else None,
+                        ms=2.5, color=colors[m])
         ax.set_yscale("log")
-        ax.set_xlabel("relative depth k / K (activation layers)")
-        ax.set_title(f"{q}_k", fontsize=9)
+        ax.set_xlabel("relative depth k / K (activations)")
+        ax.set_title(f"{q}_k")
         ax.grid(True, alpha=0.3)
-        if col == 0:
-            ax.legend(fontsize=6, ncol=2)
-    fig.suptitle(title or "scale detection 2D on deep nets", fontsize=9)
-    fig.tight_layout()
+    axes[0, 0].set_ylabel("test error (best checkpoint)")
+    handles = [Line2D([], [], color=colors[m], marker=marks[names[m]], mec="k", mew=0.4,
+                      label=names[m]) for m in models]
+    handles += [Line2D([], [], color="0.3", ls="-", label="trained"),
+                Line2D([], [], color="0.3", ls=":", label="initialization")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
+               frameon=False)
+    fig.suptitle(title or "scale detection 2D on deep nets")
+    style.finalize(fig)
     if path is not None:
         save_figure(fig, path)
     return fig

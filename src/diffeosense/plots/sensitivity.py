@@ -41,6 +41,7 @@ import numpy as np
 # The object-oriented API (no pyplot): no global backend switch, works headless and in CI.
 from matplotlib.figure import Figure
 
+from . import style
 from ._save import save_figure
 
 __all__ = ["plot_sensitivity", "curve_label", "curve_labels", "X_AXES"]
@@ -117,6 +118,7 @@ def _x_positions(df, x: str, order: dict[str, int]) -> np.ndarray:
     return np.array([order[str(n)] for n in df.layer], dtype=float)
 
 
+@style.styled()
 def plot_sensitivity(results, labels: Sequence[str] | None = None, *, view: str = "full",
                      x: str | None = None, quantities: Sequence[str] = ("D", "G", "R"),
                      title: str | None = None, path: str | Path | None = None):
@@ -191,7 +193,7 @@ def plot_sensitivity(results, labels: Sequence[str] | None = None, *, view: str 
         if q == "R":
             ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
     if len(results) > 1:
-        axes[0].legend(fontsize=8, loc="best")
+        axes[0].legend(loc="best")
     ax = axes[-1]
     fontsize = 8 if len(depths) <= 30 else 6
     if x == "relative-depth":
@@ -217,8 +219,8 @@ def plot_sensitivity(results, labels: Sequence[str] | None = None, *, view: str 
                  f"{n} probes" if n else "", f"view {view}" if view != "full" else ""]
         title = "  |  ".join(p for p in parts if p) or None
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(title)
+    style.finalize(fig)
     if path is not None:
         save_figure(fig, path)
     return fig

@@ -132,7 +132,8 @@ def run(cfg: FilterSpectraConfig, ctx: FigureContext) -> FigureOutput:
         "(homogeneous) eigenvector of the kernel grid's Laplacian, at initialization and "
         "trained; dotted: a white filter (1/K). The full spectra (every eigenvalue) are in "
         "filter_spectra.csv.",
-        files=["filter_spectra/filter_spectra.svg", "filter_spectra/filter_spectra.csv"])
+        files=["filter_spectra/filter_spectra.svg", "filter_spectra/filter_spectra.pdf",
+               "filter_spectra/filter_spectra.csv"])
     claims = [{**c, "figure": "filter-spectra"} for c in spectra_claims(homo)]
     return FigureOutput([fig], claims, failed_runs=failed)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._io import to_jsonable
+from ...models.names import long_name
 from ..figure import Figure, FigureContext, FigureOutput, register_figure
 from ..run import RunConfig, run_dir
 from . import noisy_training as nt
@@ -128,7 +129,8 @@ def layerwise_tables(cfg: LayerwiseConfig, configs: list[RunConfig], runs: Path,
     frames = []
     for rc in configs:
         name = nt.display_name(rc.train)
-        folder = out / _slug(name)
+        # Named by the former long name: pooling reports measured before stay reused.
+        folder = out / _slug(long_name(rc.train.model, rc.train.model_kwargs))
         x = None
         for stage, ck in checkpoints(rc, runs).items():
             bn = cfg.init_batchnorm if stage == "init" else "eval"
@@ -252,7 +254,7 @@ def run(cfg: LayerwiseConfig, ctx: FigureContext) -> FigureOutput:
         f"BatchNorm at init: {cfg.init_batchnorm} statistics, trained: running statistics. "
         "channel_fraction: the share of the log-stability up to layer k that shuffling "
         "destroys (channel pooling); the rest is spatial pooling.",
-        files=["layerwise/layerwise.svg", "layerwise/layerwise.csv",
+        files=["layerwise/layerwise.svg", "layerwise/layerwise.pdf", "layerwise/layerwise.csv",
                "layerwise/<net>/<stage>-<hash>_{pooling,sensitivity,spectra}.csv"])
     claims = [{**c, "figure": "layerwise"} for c in layerwise_claims(table)]
     return FigureOutput([fig], claims, failed_runs=failed)

@@ -190,11 +190,11 @@ def results_table(cfg: NoisyTrainingConfig, configs: list[RunConfig], root: str 
 
 
 def display_name(t: TrainConfig) -> str:
-    """The net of a run as the figures and tables name it: ``lenet``,
-    ``simplecnn(batch_norm=True,depth=3,width=32)``."""
-    if not t.model_kwargs:
-        return t.model
-    return t.model + "(" + ",".join(f"{k}={v}" for k, v in sorted(t.model_kwargs.items())) + ")"
+    """The net of a run as the figures and tables name it (:func:`diffeosense.models.names.
+    display_name` of its spec and options): ``lenet``, ``simplecnn-3x32-bn``."""
+    from ...models.names import display_name as short
+
+    return short(t.model, t.model_kwargs)
 
 
 def log_correlation(eps, x) -> float:
@@ -356,6 +356,7 @@ def run(cfg: NoisyTrainingConfig, ctx: FigureContext) -> FigureOutput:
             "at the output on probes corrupted with the training noise; test error on the "
             "noisy test set, of the measured (best) checkpoint.",
             files=["noisy_training/noisy_training_scatter.svg",
+                   "noisy_training/noisy_training_scatter.pdf",
                    "noisy_training/noisy_training_runs.csv"]),
         ReportFigure(
             "noisy-correlations", "Fig. 1 (right): rho(eps, X) against the training noise",
@@ -363,6 +364,7 @@ def run(cfg: NoisyTrainingConfig, ctx: FigureContext) -> FigureOutput:
             caption="rho(eps, X) = Cov(log eps, log X) / sqrt(Var log eps Var log X) across the "
             "nets at each training noise level, for X = D, G, R.",
             files=["noisy_training/noisy_training_correlations.svg",
+                   "noisy_training/noisy_training_correlations.pdf",
                    "noisy_training/noisy_training_correlations.csv"]),
     ]
     cl = [{**c, "figure": "noisy-correlations"} for c in claims(results, corr)]

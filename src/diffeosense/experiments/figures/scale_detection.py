@@ -60,9 +60,9 @@ def run(cfg: ScaleDetectionFigureConfig, ctx: FigureContext) -> FigureOutput:
                  workers=opts.workers, **opts.backend_options)
     r2 = sd2.run(cfg2, out / "2d", progress=opts.progress, backend=opts.backend,
                  workers=opts.workers, **opts.backend_options)
-    for ext in ("png", "svg"):
-        p1.save_result_figure(r1, out / f"scale_detection_1d.{ext}")
-        p2.save_result_figure(r2, out / f"scale_detection_2d.{ext}")
+    # Each PNG comes with its SVG and PDF (diffeosense.plots._save.save_figure).
+    p1.save_result_figure(r1, out / "scale_detection_1d.png")
+    p2.save_result_figure(r2, out / "scale_detection_2d.png")
     exps = r1.exponents
     config = {"1d": cfg1.to_dict(), "2d": cfg2.to_dict()}
     ctx.write_table(exps, "scale_detection_1d_exponents.csv", config)
@@ -77,6 +77,7 @@ def run(cfg: ScaleDetectionFigureConfig, ctx: FigureContext) -> FigureOutput:
             "trained, beside the exact idealized pooling net; the table holds the fitted and "
             "predicted exponents per stride, view, state and quantity.",
             files=["scale_detection/scale_detection_1d.svg",
+                   "scale_detection/scale_detection_1d.pdf",
                    "scale_detection/scale_detection_1d_exponents.csv", "scale_detection/1d/"]),
         ReportFigure(
             "scale-2d", "Figs. 8, 9: 2D scale detection on deep nets",
@@ -88,6 +89,7 @@ def run(cfg: ScaleDetectionFigureConfig, ctx: FigureContext) -> FigureOutput:
             "test error against D, G, R at the "
             "output (top) and D_k, G_k, R_k against relative depth (bottom).",
             files=["scale_detection/scale_detection_2d.svg",
+                   "scale_detection/scale_detection_2d.pdf",
                    "scale_detection/scale_detection_2d_summary.csv", "scale_detection/2d/"]),
     ]
     claims = [{**c, "figure": "scale-1d"} for c in scale_1d_claims(exps)]
