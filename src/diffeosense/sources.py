@@ -79,11 +79,14 @@ class ModelSource:
         if self.model is not None:
             return self.model
         from .models import create_model, load_weights
+        from .models.specs import size_option
 
+        # A dataset without labels (num_classes 0): the model's default outputs. The image
+        # size as train gives it (fc2, lenet on other than 28 px).
+        k = {"num_classes": data.dataset.num_classes} if data.dataset.num_classes else {}
+        k.update(size_option(self.name, tuple(data.probes.shape[1:]), self.model_kwargs))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.model_seed or 0)
-            # A dataset without labels (num_classes 0): the model's default outputs.
-            k = {"num_classes": data.dataset.num_classes} if data.dataset.num_classes else {}
             net = create_model(self.name, in_channels=data.probes.shape[1],
                                **{**k, **self.model_kwargs})
         if self.weights is not None:

@@ -62,8 +62,8 @@ from ._io import (
 )
 from ._validate import check_device, check_types
 from .data import DataConfig, ImageDataset, load_dataset
-from .models import create_model, list_models, normalize_spec
-from .models._registry import model_options
+from .models import create_model, normalize_spec
+from .models.specs import size_option
 from .provenance import config_hash, provenance
 
 __all__ = [
@@ -228,10 +228,7 @@ def build_model(cfg: TrainConfig, data: ImageDataset) -> tuple[nn.Module, dict[s
     """
     num_classes = 1 if cfg.loss == "hinge" else data.num_classes
     kwargs: dict[str, Any] = {"in_channels": data.in_channels, "num_classes": num_classes}
-    options = model_options(cfg.model) if cfg.model.lower() in list_models() else None
-    takes_size = options is None or "image_size" in options  # unknown: the common interface
-    if data.x_train.dim() == 4 and "image_size" not in cfg.model_kwargs and takes_size:
-        kwargs["image_size"] = data.image_size
+    kwargs.update(size_option(cfg.model, tuple(data.x_train.shape[1:]), cfg.model_kwargs))
     kwargs.update(cfg.model_kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_derive_seed(cfg.seed, "init"))

@@ -348,32 +348,13 @@ def _hash(key: dict[str, Any]) -> str:
     return config_hash(key)
 
 
-def _size_option(m: ZooModel, probes) -> dict[str, int]:
-    """``{"image_size": W}`` (images ``[C, H, W]``) when the model takes it, as ``train`` builds its
-    nets: a registered net whose options name it (fc2, lenet: their first linear layer
-    depends on it), any other spec (``create_model`` hands it only to factories that take it;
-    torchvision and timm nets adapt to the size themselves)."""
-    from ..models import list_models, spec_kind
-    from ..models._registry import model_options
-
-    if probes.dim() != 4 or "image_size" in m.model_kwargs:
-        return {}
-    if spec_kind(m.spec) == "registry":
-        if m.spec.lower() not in list_models():
-            return {}  # create_model names the unknown model
-        options = model_options(m.spec)
-        if options is not None and "image_size" not in options:
-            return {}
-    return {"image_size": int(probes.shape[-1])}
-
-
 def _measure_one(m: ZooModel, src, mcfg, n_test, device, progress: bool):
     from ..sensitivity import measure
     from ..sources import check_fits, resolve_model
 
     t0 = time.perf_counter()
     source = resolve_model(model=m.spec, model_seed=m.model_seed,
-                           model_kwargs={**_size_option(m, src.probes), **m.model_kwargs})
+                           model_kwargs=m.model_kwargs)
     net = source.build(src)
     check_fits(net, m.name, src.probes, src.name, "choose a --data whose samples it takes")
     t1 = time.perf_counter()

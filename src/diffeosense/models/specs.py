@@ -46,7 +46,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["create_model", "spec_kind", "normalize_spec", "factory_takes", "load_weights"]
+__all__ = ["create_model", "spec_kind", "normalize_spec", "factory_takes", "load_weights",
+           "size_option"]
 
 _SPEC_ATTR = "diffeosense_spec"
 _STD = ("in_channels", "num_classes", "image_size")
@@ -78,6 +79,30 @@ def normalize_spec(spec: str) -> str:
         return spec
     path, _, name = spec.rpartition(":")
     return f"{Path(path).expanduser().resolve()}:{name}"
+
+
+def size_option(spec: str, sample_shape, model_kwargs: dict[str, Any]) -> dict[str, int]:
+    """``{"image_size": W}`` for samples ``[C, H, W]`` (images) when the model takes it and
+    ``model_kwargs`` does not set it, else ``{}``: a registered net whose options name it (fc2,
+    lenet: their first linear layer depends on it) or any other spec (:func:`create_model`
+    hands it only to factories that take it; torchvision and timm nets adapt to the size
+    themselves). The rule by which ``train``, ``measure --model`` and the zoo build nets.
+
+    >>> size_option("lenet", (1, 12, 12), {}), size_option("resnet18", (3, 32, 32), {})
+    ({'image_size': 12}, {'image_size': 32})
+    >>> size_option("lenet", (1, 64), {}), size_option("lenet", (1, 12, 12), {"image_size": 8})
+    ({}, {})
+    """
+    if len(sample_shape) != 3 or "image_size" in model_kwargs:
+        return {}
+    if spec_kind(spec) == "registry":
+        from ._registry import list_models, model_options
+
+        if spec.lower() in list_models():
+            options = model_options(spec)
+            if options is not None and "image_size" not in options:
+                return {}
+    return {"image_size": int(sample_shape[-1])}
 
 
 def factory_takes(fn: Callable, name: str) -> bool:
