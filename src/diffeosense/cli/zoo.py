@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "`diffeosense plot`); OUT/zoo.json each model's status.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", required=True, metavar="SPEC",
-                   help=f"the models. {_o.MODEL_SPEC_HELP}")
+                   help=f"the models. {_o.model_spec_help()}")
     _o.add_model_kw_option(p)
     p.add_argument("--model-seed", type=int, default=0,
                    help="seed of every model's initialization (default 0)")
