@@ -74,14 +74,14 @@ def reference(tmp_path_factory):
     """The local backend, one run after the other in this process."""
     root = tmp_path_factory.mktemp("local")
     report = run_sweep(expand(parse_sweep(SPEC)), root, "local", workers=1)
-    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0}
+    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0, "elsewhere": 0}
     return collect(root)
 
 
 def test_local_pool_equals_in_process(reference, tmp_path):
     """A pool of 2 spawned workers (1 thread each) gives the in-process table."""
     report = run_sweep(expand(parse_sweep(SPEC)), tmp_path, "local", workers=2)
-    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0}
+    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0, "elsewhere": 0}
     _same(collect(tmp_path), reference)
 
 
@@ -136,12 +136,12 @@ def test_slurm_through_submitit_local_executor(reference, tmp_path):
     pytest.importorskip("submitit")
     report = run_sweep(expand(parse_sweep(SPEC)), tmp_path, "slurm", cluster="local",
                        time_min=10, cpus=1, partition="ignored-locally", array_parallelism=2)
-    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0}, report.outcomes
+    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0, "elsewhere": 0}, report.outcomes
     assert (tmp_path / "_submitit").is_dir()  # submitit's job logs
     _same(collect(tmp_path), reference)
     # Re-submitting skips the finished runs.
     again = run_sweep(expand(parse_sweep(SPEC)), tmp_path, "slurm", cluster="local")
-    assert again.counts() == {"done": 0, "skipped": 2, "failed": 0}
+    assert again.counts() == {"done": 0, "skipped": 2, "failed": 0, "elsewhere": 0}
 
 
 @pytest.mark.parametrize("backend, module, extra", [("ray", "ray", "ray"),

@@ -370,7 +370,7 @@ def _unreadable(path: Path, e: BaseException) -> str:
     origin that would run its code. A damaged checkpoint of a run (a ``train`` checkpoint
     name, in a ``checkpoints/`` folder) is pointed to the run's other checkpoints."""
     msg = str(e)
-    if isinstance(e, pickle.UnpicklingError) and "weights_only" in msg:
+    if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in msg:
         found = re.search(r"GLOBAL ([\w.]+)", msg)
         what = f" (such as {found.group(1)})" if found else ""
         return (f"{path} is not a diffeosense checkpoint: it holds pickled Python objects"

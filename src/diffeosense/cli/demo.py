@@ -73,9 +73,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_demo(cfg) -> None:
-    """The demo's run config (model, data, tracking schedule) and photograph, checked."""
+    """The demo's run config (model, data, tracking schedule) checked, and a registered
+    model built once (its name and options), before the photograph is written."""
+    import torch
+
     from ..experiments.demo import run_config
-    from ..models import spec_kind
+    from ..models import create_model, spec_kind
 
     rcfg = run_config(cfg)
-    spec_kind(rcfg.train.model)
+    if spec_kind(rcfg.train.model) == "registry":
+        with torch.random.fork_rng(devices=[]):
+            create_model(rcfg.train.model, in_channels=1, num_classes=10,
+                         **rcfg.train.model_kwargs)
