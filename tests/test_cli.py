@@ -152,3 +152,153 @@ def test_measure_output_folder_deleted_mid_run_is_an_error(tmp_path, capsys, mon
     _one_line_error(capsys, ["measure", "--model", "lenet", "--n-probes", "8", "--no-plot",
                              "--no-progress", "--out", str(out)], "vanished during the run")
     assert not out.exists()  # not re-created with a result in it
+
+
+# Every command that makes an output folder (or file), with a valid rest of the command line.
+def _commands(tmp_path, out):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('[grid]\nseed = [0]\n[train]\nepochs = 1\ndevice = "cuda"\n'
+                     '[data]\nP = 64\n[measure]\nn_probes = 10\n')
+    return {
+        "measure": ["measure", "--model", "lenet", "--n-probes", "10", "--no-progress",
+                    "--device", "cuda", "--out", out],
+        "pooling": ["pooling", "--model", "lenet", "--n-probes", "10", "--no-progress",
+                    "--device", "cuda", "--out", out],
+        "train": [*TRAIN, "--device", "cuda", "--out", out],
+        "demo": ["demo", "--epochs", "1", "--no-progress", "--device", "cuda", "--out", out],
+        "scale-detection": ["scale-detection", "--epochs", "1", "--no-progress", "--device",
+                            "cuda", "--out", out],
+        "scale-detection-2d": ["scale-detection-2d", "--epochs", "1", "--no-progress",
+                               "--device", "cuda", "--out", out],
+        "reproduce": ["reproduce", "layerwise", "--no-progress", "--device", "cuda",
+                      "--out", out],
+        "sweep": ["sweep", str(sweep), "--workers", "1", "--out", out],
+    }
+
+
+COMMANDS = ["measure", "pooling", "train", "demo", "scale-detection", "scale-detection-2d",
+            "reproduce", "sweep"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_missing_gpu_is_one_line_before_any_folder(tmp_path, capsys, monkeypatch, command):
+    """--device cuda on a machine without a GPU (made so here on every machine)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    _one_line_error(capsys, _commands(tmp_path, str(out))[command],
+                    "cuda: CUDA is not available on this machine", "cpu")
+    assert not out.exists()
+
+
+def test_a_cluster_backend_does_not_check_the_drivers_device(monkeypatch):
+    """The units of a Ray/SLURM sweep run on the cluster's devices, not the driver's."""
+    import torch
+
+    from diffeosense.cli._options import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    check_device("cuda", "slurm")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        check_device("cuda", "local")
+
+
+@pytest.mark.parametrize("command", COMMANDS + ["collect", "diffeo show"])
+def test_out_an_existing_file_is_refused_before_anything(tmp_path, capsys, command):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (afile, afile / "sub"):
+        if command == "collect":
+            (tmp_path / "sweep").mkdir(exist_ok=True)
+            argv = ["collect", str(tmp_path / "sweep"), "--out", str(out / "t.csv")]
+        elif command == "diffeo show":
+            argv = ["diffeo", "show", "--out", str(out / "x.png")]
+        else:
+            argv = [a if a != "cuda" else "cpu" for a in _commands(tmp_path, str(out))[command]]
+        assert main(argv) == 2
+        cap = capsys.readouterr()
+        assert cap.out == "", cap.out  # nothing printed first
+        err = cap.err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert str(afile) in err and "is a file" in err, err
+    assert afile.read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["afile"], ["afile", "s.toml"],
+                                                          ["afile", "sweep"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["measure", "--model", "nosuchnet"],
+    ["measure", "--model", "lenet", "--data", "nosuchdata"],
+    ["pooling", "--model", "nosuchnet"],
+    ["pooling", "--model", "lenet", "--data", "nosuchdata"],
+    ["train", "--model", "nosuchnet", "--epochs", "1"],
+    ["train", "--data", "nosuchdata", "--epochs", "1"],
+    ["demo", "--model", "nosuchnet"],
+    ["demo", "--model-kwargs", '{"depht": 2}'],
+], ids=["measure-model", "measure-data", "pooling-model", "pooling-data", "train-model",
+        "train-data", "demo-model", "demo-model-kwargs"])
+def test_failed_commands_leave_no_empty_folder(tmp_path, capsys, argv):
+    """Nothing is left behind, neither an empty folder nor half a result (the demo's
+    photograph before its model is found unknown)."""
+    out = tmp_path / "a" / "b"
+    assert main([*argv, "--no-progress", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"diffeosense {argv[0]}: error: ")
+    assert list(tmp_path.iterdir()) == []  # neither b nor the a it made
+
+
+def test_ctrl_c_on_reproduce_is_one_line_and_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "rep"
+    proc = subprocess.Popen([sys.executable, "-m", "diffeosense.cli", "reproduce",
+                             "noisy-training", "--scale", "quick", "--workers", "1",
+                             "--no-progress", "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("runs/*/train/checkpoints/init.pt")):  # a unit is training
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "reproduce never started a unit"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("diffeosense reproduce: interrupted: ") and \
+        f"kept in {out / 'runs'}/" in lines[0] and "run the same command again" in lines[0]
+    assert list(out.rglob(".diffeosense.lock")) == []
+
+
+def test_ctrl_c_on_train_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import diffeosense.train as T
+
+    calls = []
+    real = T._train_one_epoch
+
+    def interrupted_in_epoch_2(run, epoch, *a, **k):
+        calls.append(epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(run, epoch, *a, **k)
+
+    monkeypatch.setattr(T, "_train_one_epoch", interrupted_in_epoch_2)
+    out = tmp_path / "run"
+    assert main(["train", "--P", "64", "--epochs", "3", "--no-progress", "--out", str(out)]) \
+        == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (f"diffeosense train: interrupted: the last finished epoch is kept in "
+                   f"{out / 'checkpoints' / 'last.pt'}; continue with the same command and "
+                   f"--resume")

@@ -74,14 +74,14 @@ def reference(tmp_path_factory):
     """The local backend, one run after the other in this process."""
     root = tmp_path_factory.mktemp("local")
     report = run_sweep(expand(parse_sweep(SPEC)), root, "local", workers=1)
-    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0}
+    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0, "elsewhere": 0}
     return collect(root)
 
 
 def test_local_pool_equals_in_process(reference, tmp_path):
     """A pool of 2 spawned workers (1 thread each) gives the in-process table."""
     report = run_sweep(expand(parse_sweep(SPEC)), tmp_path, "local", workers=2)
-    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0}
+    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0, "elsewhere": 0}
     _same(collect(tmp_path), reference)
 
 
@@ -136,12 +136,12 @@ def test_slurm_through_submitit_local_executor(reference, tmp_path):
     pytest.importorskip("submitit")
     report = run_sweep(expand(parse_sweep(SPEC)), tmp_path, "slurm", cluster="local",
                        time_min=10, cpus=1, partition="ignored-locally", array_parallelism=2)
-    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0}, report.outcomes
+    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0, "elsewhere": 0}, report.outcomes
     assert (tmp_path / "_submitit").is_dir()  # submitit's job logs
     _same(collect(tmp_path), reference)
     # Re-submitting skips the finished runs.
     again = run_sweep(expand(parse_sweep(SPEC)), tmp_path, "slurm", cluster="local")
-    assert again.counts() == {"done": 0, "skipped": 2, "failed": 0}
+    assert again.counts() == {"done": 0, "skipped": 2, "failed": 0, "elsewhere": 0}
 
 
 @pytest.mark.parametrize("backend, module, extra", [("ray", "ray", "ray"),
@@ -173,3 +173,125 @@ def test_bad_backend_options(tmp_path):
     with pytest.raises(ValueError, match="workers must be >= 1"):
         local_backend([{}], str(tmp_path), workers=0)
 
+
+
+# A net whose training blocks (each worker writes FLAGS/<pid>, then sleeps) so that the test
+# can act on a sweep while both workers are inside a unit.
+HOLD_NET = '''
+import os, time
+from diffeosense.models import create_model
+
+def net(in_channels=1, num_classes=10):
+    m = create_model("simplecnn", in_channels=in_channels, num_classes=num_classes, depth=1,
+                     width=4)
+
+    def pre(module, args):
+        flags = os.environ.get("DIFFEOSENSE_TEST_FLAGS")
+        if module.training and flags:
+            open(os.path.join(flags, str(os.getpid())), "w").write("held")
+            time.sleep(600)
+
+    m.register_forward_pre_hook(pre)
+    return m
+'''
+
+
+def _held_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path, list[int]]:
+    """A ``sweep --workers 2`` subprocess whose two workers are both inside a unit; returns
+    it, its root and the workers' pids."""
+    (tmp_path / "hold.py").write_text(HOLD_NET)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'[grid]\nmodel = ["{tmp_path / "hold.py"}:net"]\nseed = [0, 1]\n'
+                   f'P = [100]\nepochs = [1]\n[measure]\nn_probes = 10\n')
+    flags, root = tmp_path / "flags", tmp_path / "root"
+    flags.mkdir()
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "DIFFEOSENSE_TEST_FLAGS": str(flags), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "diffeosense.cli", "sweep", str(cfg),
+                             "--out", str(root), "--workers", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(list(flags.iterdir())) < 2:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"the workers never reached their hold point:\n{out}\n{err}")
+        time.sleep(0.1)
+    return proc, root, [int(p.name) for p in flags.iterdir()]
+
+
+def _children(pid: int) -> set[int]:
+    """The pids whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped by its new parent has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_gone(pids: set[int], timeout: float = 60.0) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = {p for p in pids if _alive(p)}
+        if not left:
+            return left
+        time.sleep(0.2)
+    return {p for p in pids if _alive(p)}
+
+
+def _kill_all(pids: set[int]) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_a_killed_sweep(tmp_path):
+    """kill -9 of the driver of `sweep --workers 2`: its workers (and the resource tracker)
+    end within seconds, each releasing its run's lock, instead of running on as orphans."""
+    proc, root, workers = _held_sweep(tmp_path)
+    family = set(workers) | _children(proc.pid)
+    try:
+        assert set(workers) <= family
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        left = _wait_gone(family)
+        assert not left, f"processes of the killed sweep still run: {sorted(left)}"
+    finally:
+        _kill_all(family)
+    # Each worker unwound its run: no lock is left to refuse the next sweep.
+    assert list(root.rglob(".diffeosense.lock")) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_on_a_pool_sweep_is_one_line_and_130(tmp_path):
+    proc, root, workers = _held_sweep(tmp_path)
+    family = set(workers) | _children(proc.pid)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert not _wait_gone(family)
+    finally:
+        _kill_all(family)
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("diffeosense sweep: interrupted: 0 of 2 runs are finished and "
+                               f"kept in {root}/"), err
+    assert "run the same command again" in lines[0]
+    assert list(root.rglob(".diffeosense.lock")) == []

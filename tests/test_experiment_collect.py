@@ -136,3 +136,27 @@ def test_collect_cli_default_output(sweep, tmp_path, capsys):
     assert main(["collect", str(root)]) == 0
     assert capsys.readouterr().out.startswith(f"{root / 'collected.csv'}: ")
     pd.testing.assert_frame_equal(load_table(root / "collected.csv"), collect(root))
+
+
+def test_collect_names_the_unfinished_runs_it_skips(sweep, tmp_path, capsys):
+    import shutil
+
+    from diffeosense.experiments.collect import unfinished_runs
+
+    root = tmp_path / "sweep"
+    shutil.copytree(sweep[0], root)
+    partial, failed = (root / c.hash() for c in sweep[1])
+    (partial / "done").unlink()
+    assert unfinished_runs(root) == [(partial, "partial")]
+    # One finished run left: it is collected, and the other is named.
+    assert main(["collect", str(root), "--out", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert ("note: 1 unfinished run(s) under " f"{root} left out (no 'done' marker: partial "
+            f"{partial.name}); finish them with the sweep") in out
+    # None finished: the error names what is there.
+    (failed / "done").unlink()
+    (failed / "error.txt").write_text("Traceback ...")
+    assert main(["collect", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"no finished run under {root}" in err and "2 unfinished run(s)" in err
+    assert f"partial {partial.name}" in err and f"failed {failed.name}" in err

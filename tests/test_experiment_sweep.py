@@ -145,7 +145,7 @@ def test_killed_sweep_resumes_to_the_same_table(tmp_path):
 
     # Uninterrupted reference, in this process.
     ref = run_sweep(specs, tmp_path / "ref", workers=1)
-    assert ref.counts() == {"done": 2, "skipped": 0, "failed": 0}
+    assert ref.counts() == {"done": 2, "skipped": 0, "failed": 0, "elsewhere": 0}
 
     # 200 images / batch 50 = 4 steps per epoch: the first run takes steps 1-8, the second
     # blocks at step 14 = its epoch 2, step 2 (epoch 1 checkpointed, epoch 2 under way).
@@ -309,8 +309,86 @@ def test_run_held_by_another_process_is_left_alone(tmp_path):
     finally:
         release.set()
         t.join()
-    assert out["status"] == "failed" and out["error"].startswith("busy:")
+    assert out["status"] == "elsewhere" and out["error"].startswith("running elsewhere:")
     assert not (folder / "error.txt").exists() and not (folder / "attempts.json").exists()
+
+
+def test_a_unit_running_in_another_sweep_is_not_a_failure(tmp_path, capsys):
+    """Two sweeps on one root: the unit the other holds is 'running elsewhere', named as such,
+    and the exit status counts failures only (0: everything else finished)."""
+    import threading
+
+    from diffeosense._io import run_lock
+    from diffeosense.experiments.run import run_dir
+
+    cfg = _write(tmp_path, ["simplecnn"])
+    root = tmp_path / "out"
+    held_cfg, free_cfg = expand(load_sweep(cfg))
+    held, release = threading.Event(), threading.Event()
+
+    def other_sweep():
+        with run_lock(run_dir(held_cfg, root)):
+            held.set()
+            release.wait(120)
+
+    t = threading.Thread(target=other_sweep)
+    t.start()
+    try:
+        assert held.wait(60)
+        rc = main(["sweep", str(cfg), "--out", str(root), "--workers", "1"])
+    finally:
+        release.set()
+        t.join()
+    log = capsys.readouterr().out
+    assert rc == 0, log
+    assert f"elsewhere {held_cfg.hash()}" in log and "running elsewhere: run folder" in log
+    assert f"done     {free_cfg.hash()}" in log
+    assert "1 ran, 0 already done, 0 failed, 1 running elsewhere" in log
+    assert not (run_dir(held_cfg, root) / "error.txt").exists()
+    report = json.loads((root / "sweep.json").read_text())
+    assert report["counts"] == {"done": 1, "skipped": 0, "failed": 0, "elsewhere": 1}
+
+
+def test_a_sweep_without_grid_is_refused(tmp_path, capsys):
+    p = tmp_path / "s.toml"
+    p.write_text("[train]\nbatch_size = 32\n")
+    with pytest.raises(ValueError, match=r"no \[grid\] table: it would run a single run .*"
+                                         r"10 epochs, P all, 500 probes.*\[grid\] seed = \[0\]"):
+        load_sweep(p)
+    assert main(["sweep", str(p), "--out", str(tmp_path / "out")]) == 2
+    assert "no [grid] table" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # The one run, asked for explicitly.
+    assert len(expand(parse_sweep({"grid": {"seed": [0]}}))) == 1
+
+
+def test_dry_run_names_a_damaged_checkpoint(tmp_path, capsys):
+    cfg = _write(tmp_path, ["simplecnn"])
+    root = tmp_path / "out"
+    first = expand(load_sweep(cfg))[0]
+    run_sweep([first], root, workers=1)
+    folder = root / first.hash()
+    (folder / "done").unlink()  # a partial run ...
+    last = folder / "train" / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:500])  # ... whose last checkpoint was cut short
+    assert main(["sweep", str(cfg), "--out", str(root), "--dry-run"]) == 0
+    log = capsys.readouterr().out
+    line = next(ln for ln in log.splitlines() if first.hash() in ln)
+    assert line.startswith("partial") and f"damaged: {last} is damaged (truncated" in line
+    other = next(ln for ln in log.splitlines() if ln.startswith("new"))
+    assert "damaged:" not in other
+
+
+def test_sweep_out_an_existing_file_is_refused_before_anything(tmp_path, capsys):
+    cfg = _write(tmp_path, ["simplecnn"])
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (afile, afile / "sub"):
+        assert main(["sweep", str(cfg), "--out", str(out)]) == 2
+        cap = capsys.readouterr()
+        assert cap.out == ""  # nothing printed before the error
+        assert f"--out {out} is" in cap.err and "file" in cap.err
+    assert afile.read_text() == "x"
 
 
 def test_sigterm_releases_the_run_folder(tmp_path):

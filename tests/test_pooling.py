@@ -395,3 +395,35 @@ def test_report_bad_input():
         pooling_report(net, x, d_floor=0)
     with pytest.raises(ValueError, match="no probes"):
         pooling_report(net, x[:0])
+
+
+@pytest.mark.parametrize("net", [
+    nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 4)),
+    nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),  # one input channel, then
+                  nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU(),  # depthwise
+                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)),
+], ids=["fully-connected", "depthwise"])
+def test_a_net_with_nothing_to_shuffle_is_not_measured(net):
+    """Every shuffled copy is the net itself: channel and spatial fractions are NaN with the
+    reason, not 'all spatial pooling' where nothing was tested."""
+    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="nothing to shuffle"):
+        rep = pooling_report(net, x, n_shuffles=2, n_probes=12)
+    t = rep.to_frame()
+    assert t.channel_fraction.isna().all() and t.spatial_fraction.isna().all()
+    assert t.note.str.contains("not measured: nothing to shuffle").all()
+    np.testing.assert_allclose(t.D_shuffled, t.D)  # measured: the copies are the net
+
+
+def test_a_net_with_something_to_shuffle_keeps_its_fractions():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rep = pooling_report(net, torch.rand(12, 1, 8, 8), n_shuffles=2, n_probes=12)
+    assert not [w for w in caught if "nothing to shuffle" in str(w.message)]
+    t = rep.to_frame()
+    assert t.channel_fraction.notna().all()
+    assert not t.note.str.contains("nothing to shuffle").any()

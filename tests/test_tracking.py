@@ -490,3 +490,22 @@ def test_early_stop_is_tracked_as_the_last_epoch():
     assert tracker.tracked_epochs == [0, last]
     assert torch.equal(tracker.probes, X[:12])
     assert tracker.table.test_error.isna().all() and tracker.table.train_error.notna().iloc[-1]
+
+
+@pytest.mark.parametrize("track, words", [
+    (["--track-sensitivity", "0,5"], "asks for epoch 5 but the run has 2 epochs"),
+    (["--track-sensitivity", "0,1", "--track-layers", "nosuch"], "unknown layer kind"),
+    (["--track-sensitivity", "log", "--track-layers", "conv,nosuch.layer"], "nosuch.layer"),
+], ids=["schedule", "layer-kind", "layer-name"])
+def test_bad_tracking_options_are_refused_before_the_run_folder(tmp_path, capsys, track,
+                                                                words):
+    """Refused before config.json and the checkpoints are written, so that the corrected
+    command then runs (it is not refused as 'already holds a run')."""
+    out = tmp_path / "run"
+    base = ["train", "--model", "simplecnn", "--model-kw", "depth=1", "width=4", "--P", "64",
+            "--epochs", "2", "--batch-size", "32", "--out", str(out), "--no-progress"]
+    assert main(base + track) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+    assert main(base + ["--track-sensitivity", "0,1", "--track-probes", "8"]) == 0

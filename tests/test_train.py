@@ -245,14 +245,31 @@ def test_corrupted_checkpoints_are_clear_errors(tiny_run, tmp_path):
     good = (out / "checkpoints" / "epoch_0001.pt").read_bytes()
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"\x00not a checkpoint" * 10)
-    with pytest.raises(ValueError, match="corrupted"):
+    with pytest.raises(ValueError, match="is not a file this tool reads: not a diffeosense "
+                       "checkpoint") as e:
         load_checkpoint(bad)
+    assert "weights_only" not in str(e.value) and "earlier" not in str(e.value)
     bad.write_bytes(good[: len(good) // 2])  # truncated, as by a crash without atomic writes
-    with pytest.raises(ValueError, match="corrupted"):
+    with pytest.raises(ValueError, match="is not a file this tool reads"):
         load_checkpoint(bad)
+    # The same truncation of a run's own checkpoint: its other checkpoints are named.
+    ck = tmp_path / "run" / "checkpoints"
+    ck.mkdir(parents=True)
+    (ck / "init.pt").write_bytes(good)
+    (ck / "last.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match=r"last\.pt is damaged \(truncated or corrupted.*Use "
+                       r"an earlier checkpoint of the same run \(init\.pt in"):
+        load_checkpoint(ck / "last.pt")
     torch.save({"weights": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="not a diffeosense checkpoint"):
         load_checkpoint(bad)
+    from fractions import Fraction
+
+    torch.save({"obj": Fraction(1, 3)}, bad)  # a Python object torch does not load safely
+    with pytest.raises(ValueError, match=r"not a diffeosense checkpoint: it holds pickled "
+                       r"Python objects \(such as fractions.Fraction\).*not loaded") as e:
+        load_checkpoint(bad)
+    assert "weights_only" not in str(e.value) and "safe_globals" not in str(e.value)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
 

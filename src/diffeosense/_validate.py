@@ -77,6 +77,35 @@ def check_device(name: str, value: Any) -> Any:
         ) from None
 
 
+def available_device(value: Any, flag: str = "--device") -> Any:
+    """``torch.device(value)`` of a device this machine has (``"auto"``/None: cuda when
+    available, else cpu); else one ValueError naming ``flag``, what is missing and what to
+    use instead. Every command calls it before it makes any folder.
+
+    >>> available_device("cpu")
+    device(type='cpu')
+    """
+    import torch
+
+    if value is None or value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = check_device(flag.lstrip("-"), value)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{flag} {value}: CUDA is not available on this machine (no GPU, "
+                             f"or a CPU-only torch); use {flag} cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"{flag} {value}: this machine has {n} CUDA device(s), "
+                             f"cuda:0 to cuda:{n - 1}")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{flag} {value}: MPS is not available on this machine; use "
+                             f"{flag} cpu")
+    return dev
+
+
 _SIMPLE = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None)}
 
 

@@ -25,7 +25,13 @@ output channels too, with the bias): each filter keeps its spatial shape (and sp
 learned channel combinations are destroyed. Grouped convolutions are permuted inside each group
 (a depthwise layer is then unchanged). BatchNorm statistics and affine parameters stay as they
 are, as in the authors' analysis: the shuffled net is not re-normalized. Linear layers are
-left alone.
+left alone, also those that mix channels at every position (ConvNeXt's pointwise ``Linear``
+on channels-last tensors): the published tables shuffle convolutions only, and a 1x1
+convolution, the usual channel mixer, is a convolution and is shuffled; a Linear layer on
+channels would need the tensor's layout (which dimension is the channel) that a module does
+not declare. A net in which nothing can be shuffled (a fully connected net, one with only
+depthwise or single-channel convolutions) is reported as not measured: ``channel_fraction``
+and ``spatial_fraction`` NaN at every layer, the reason in ``note``, and a warning.
 
 The report (:func:`pooling_report`) sets D, G, R of the original net beside K shuffled copies
 (same probes, same diffeos and noise: paired) and defines, per layer, the share of the
@@ -642,7 +648,9 @@ def pooling_report(model: nn.Module, data, *, n_shuffles: int = 3, seed: int = 0
     to the input) that shuffling destroys, i.e. that is due to channel pooling; the rest
     survives shuffling and is due to spatial pooling. It lies in ``[0, 1]`` and is finite
     whenever the measurement is (D = 0 and undefined D, a representation constant over the
-    probes, are handled by the clipping above); NaN only if no copy could be measured.
+    probes, are handled by the clipping above); NaN only if no copy could be measured, or if
+    the net holds nothing to shuffle (every copy is the net itself: not measured, with a
+    warning and the reason in ``note``).
 
     Args:
         model: any ``nn.Module`` (see :func:`diffeosense.measure`).
@@ -708,6 +716,16 @@ def pooling_report(model: nn.Module, data, *, n_shuffles: int = 3, seed: int = 0
             bar.close()
     notes = _layer_notes(model, spectra, perm_notes, n_shuffles, first_layer)
     table = _pooling_table(original, shuffled, spectra, d_floor, notes)
+    if n_shuffles and not _shuffles_anything(model, perm_notes):
+        # Every copy is the net itself: "no stability lost" would read as "all spatial
+        # pooling" where nothing was tested.
+        why = _NOTHING_TO_SHUFFLE
+        table["channel_fraction"] = table["spatial_fraction"] = math.nan
+        table["note"] = [f"{n}; {why}" if n else why for n in table["note"]]
+        import warnings
+
+        warnings.warn(f"pooling_report: {why}; channel_fraction and spatial_fraction are NaN "
+                      f"at every layer", stacklevel=2)
     import pandas as pd
 
     frames = [original.table.assign(variant="original", copy=-1)]
@@ -721,6 +739,26 @@ def pooling_report(model: nn.Module, data, *, n_shuffles: int = 3, seed: int = 0
               "batchnorm": "statistics and affine parameters kept (not re-normalized)",
               "measure": original.config}
     return PoolingReport(table, sens, spectra, _io.to_jsonable(config), provenance())
+
+
+_NOTHING_TO_SHUFFLE = (
+    "not measured: nothing to shuffle in this net (no convolution with two or more input "
+    "channels per group; depthwise and single-channel convolutions stay unchanged, and Linear "
+    "layers are never shuffled)")
+
+
+def _shuffles_anything(model: nn.Module, perms: dict[str, ChannelPermutation]) -> bool:
+    """Whether the permutations drawn for ``model`` can change it: some convolution has two
+    or more input channels per group (or, with ``outputs``, output channels per group) to
+    permute. A chance identity draw still counts: the layer was tested."""
+    modules = dict(model.named_modules())
+    for name, p in perms.items():
+        m = modules.get(name)
+        if p.inputs.shape[1] > 1:
+            return True
+        if p.outputs is not None and m is not None and m.out_channels // m.groups > 1:
+            return True
+    return False
 
 
 def _layer_notes(model: nn.Module, spectra: FilterSpectra, perms: dict, n_shuffles: int,

@@ -224,8 +224,13 @@ def resolve_data(name: str | None, model: ModelSource | None = None, *,
 
 
 def resolve_device(device: str | None = None) -> str:
-    """``device`` as given, else ``"cuda"`` if available, else ``"cpu"``."""
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` as given, else ``"cuda"`` if available, else ``"cpu"``; a device this
+    machine lacks (``cuda`` without a GPU) is one ValueError saying so
+    (:func:`diffeosense._validate.available_device`)."""
+    from ._validate import available_device
+
+    dev = available_device(device)
+    return device if device not in (None, "auto") else str(dev)
 
 
 def check_fits(model: nn.Module, name: str, x: Tensor, data_name: str, hint: str) -> None:

@@ -303,15 +303,7 @@ class SensitivityTracker:
         c = self.config
         self._cfg, self._data = cfg, data
         self._out_dir = Path(out_dir) if out_dir is not None else None
-        if self.schedule.kind == "list" and max(self.schedule.epochs) > cfg.epochs:
-            raise ValueError(f"tracking schedule {c.schedule!r} asks for epoch "
-                             f"{max(self.schedule.epochs)} but the run has {cfg.epochs} epochs")
-        split = c.split if c.split != "auto" else ("test" if data.x_test is not None else "train")
-        x, _ = data.split(split)
-        probes = x[: c.n_probes]
-        if len(probes) < 2:
-            raise ValueError(f"the {split} split holds {len(probes)} image(s); tracking needs "
-                             f"at least 2 probes")
+        split, probes = self._probes_of(data, cfg)
         noise = data.noise_for(split)
         if noise > 0:
             g = torch.Generator().manual_seed(_derive_seed(c.seed, "track-probe-noise"))
@@ -367,6 +359,37 @@ class SensitivityTracker:
             changed = True
         if changed or stale_sidecar or (self.path is not None and not self.path.exists()):
             self._write()
+
+    def _probes_of(self, data, cfg) -> tuple[str, torch.Tensor]:
+        """The split and the (clean) probes of a run; ValueError for a schedule past the
+        run's epochs or a split of fewer than 2 images."""
+        c = self.config
+        if self.schedule.kind == "list" and max(self.schedule.epochs) > cfg.epochs:
+            raise ValueError(f"tracking schedule {c.schedule!r} asks for epoch "
+                             f"{max(self.schedule.epochs)} but the run has {cfg.epochs} epochs")
+        split = c.split if c.split != "auto" else ("test" if data.x_test is not None else "train")
+        x, _ = data.split(split)
+        probes = x[: c.n_probes]
+        if len(probes) < 2:
+            raise ValueError(f"the {split} split holds {len(probes)} image(s); tracking needs "
+                             f"at least 2 probes")
+        return split, probes
+
+    def check(self, model: nn.Module, data, cfg) -> None:
+        """Refuse, before the run folder is touched, what :meth:`begin` would refuse only
+        after the initial checkpoint was written: a schedule past the run's epochs, too few
+        probes, unknown layers or a bad perturbation spec (one measurement of two probes in
+        eval mode: the weights, the modes and every random stream are left as they were).
+        ``fit`` calls it first."""
+        from .sensitivity import measure
+
+        c = self.config
+        _, probes = self._probes_of(data, cfg)
+        dev = next((p.device for p in model.parameters()), probes.device)
+        cuda = [dev.index or 0] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            measure(model, probes[:2].to(dev), layers=c.layers, perturbation=c.perturbation,
+                    n_probes=2, batch_size=2, seed=c.seed, channels=c.channels, progress=False)
 
     def after_epoch(self, epoch: int, model: nn.Module, metrics: dict[str, Any], *,
                     final: bool = False) -> None:

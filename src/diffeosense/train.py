@@ -39,6 +39,7 @@ import io
 import json
 import math
 import pickle
+import re
 import time
 import warnings
 import zipfile
@@ -211,12 +212,9 @@ def _derive_seed(seed: int, *keys: Any) -> int:
 
 
 def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return dev
+    from ._validate import available_device
+
+    return available_device(device)
 
 
 def build_model(cfg: TrainConfig, data: ImageDataset) -> tuple[nn.Module, dict[str, Any]]:
@@ -350,14 +348,7 @@ def _read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, A
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
             ValueError, KeyError, AttributeError, IndexError) as e:  # fmt: skip
-        msg = str(e)
-        detail = next((ln.strip() for ln in msg.splitlines() if "Unsupported global" in ln),
-                      msg.splitlines()[0] if msg else "")  # fmt: skip
-        raise ValueError(
-            f"checkpoint {path} is corrupted or not a torch checkpoint ({type(e).__name__}: "
-            f"{detail}). Use an earlier one from the same folder (epoch_*.pt, init.pt) or "
-            f"retrain."
-        ) from None
+        raise ValueError(_unreadable(path, e)) from None
     required = {"format", "epoch", "model_state", "config", "model_spec"}
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a diffeosense checkpoint (format {CHECKPOINT_FORMAT})")
@@ -365,6 +356,34 @@ def _read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, A
     if missing:
         raise ValueError(f"checkpoint {path} is incomplete: missing {sorted(missing)}")
     return ckpt
+
+
+_CHECKPOINT_NAME = re.compile(r"(init|last|best|epoch_\d+)\.pt")
+
+
+def _unreadable(path: Path, e: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words that say what the file is
+    not. Never torch's own advice to retry with ``weights_only=False``: for a file of unknown
+    origin that would run its code. A damaged checkpoint of a run (a ``train`` checkpoint
+    name, in a ``checkpoints/`` folder) is pointed to the run's other checkpoints."""
+    msg = str(e)
+    if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in msg:
+        found = re.search(r"GLOBAL ([\w.]+)", msg)
+        what = f" (such as {found.group(1)})" if found else ""
+        return (f"{path} is not a diffeosense checkpoint: it holds pickled Python objects"
+                f"{what}, not only tensors and plain values, and was not loaded (unpickling "
+                f"runs code from the file)")
+    first = next((ln.strip() for ln in msg.splitlines() if ln.strip()), "")
+    detail = type(e).__name__ + (f": {first}" if first and "weights_only" not in msg else "")
+    others = sorted(p.name for p in path.parent.glob("*.pt") if p != path) \
+        if path.parent.name == "checkpoints" else []
+    if _CHECKPOINT_NAME.fullmatch(path.name) and others:
+        return (f"checkpoint {path} is damaged (truncated or corrupted; {detail}). Use an "
+                f"earlier checkpoint of the same run ({', '.join(others[:4])}"
+                f"{', ...' if len(others) > 4 else ''} in {path.parent}) or retrain")
+    return (f"{path} is not a file this tool reads: not a diffeosense checkpoint, TorchScript "
+            f"or torch.export archive, or state dict (torch cannot read it: {detail}); or it "
+            f"is damaged")
 
 
 def _load_state(model: nn.Module, state: dict[str, Any], path: Path, what: str) -> None:
@@ -711,6 +730,8 @@ def fit(
         prov=json.loads(json.dumps(to_jsonable(provenance()), default=str)),
         device=device, out_dir=Path(out_dir) if out_dir is not None else None,
     )  # fmt: skip
+    if tracker is not None and hasattr(tracker, "check"):
+        tracker.check(model, data, cfg)  # a bad schedule or layer: before any file is made
     if run.out_dir is None:
         return _fit_steps(run, resume, progress, tracker)
     with run_lock(run.out_dir) as run.lock:

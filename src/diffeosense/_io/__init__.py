@@ -15,8 +15,10 @@ from .locks import (
     LOCK_NAME,
     RunFolderBusy,
     RunLock,
+    check_output_path,
     check_run_folder,
     clean_stale_temporaries,
+    made_folder,
     run_lock,
 )
 from .tables import (
@@ -32,5 +34,5 @@ __all__ = [
     "atomic_write", "write_bytes", "write_text", "write_json", "torch_save", "to_jsonable",
     "dataclass_from_dict", "write_table", "read_table", "sidecar_path", "TABLE_SUFFIXES",
     "run_lock", "RunLock", "RunFolderBusy", "LOCK_NAME", "clean_stale_temporaries",
-    "check_run_folder", "table_record", "check_table",
+    "check_run_folder", "table_record", "check_table", "check_output_path", "made_folder",
 ]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["LOCK_NAME", "RunFolderBusy", "RunLock", "run_lock", "check_run_folder",
-           "clean_stale_temporaries"]
+           "clean_stale_temporaries", "check_output_path", "made_folder"]
 
 
 LOCK_NAME = ".diffeosense.lock"
@@ -139,7 +139,8 @@ def run_lock(folder: str | os.PathLike) -> Iterator[RunLock]:
     is stale and taken over; a live owner (another process, or another thread of this one)
     makes this raise :class:`RunFolderBusy`, naming the owner. Reentrant within a thread,
     so an experiment that holds its folder may call engines that lock the same folder.
-    Errors on a folder that is a file or not writable are raised here, before any work.
+    Errors on a folder that is a file or not writable are raised here, before any work; a
+    folder created here is removed again when the block fails and leaves it empty.
 
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
@@ -150,7 +151,6 @@ def run_lock(folder: str | os.PathLike) -> Iterator[RunLock]:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"output folder {folder} is a file; choose a folder")
-    folder.mkdir(parents=True, exist_ok=True)
     key = (folder.resolve(), threading.get_ident())
     with _held_mutex:
         depth = _held.get(key, 0)
@@ -163,16 +163,78 @@ def run_lock(folder: str | os.PathLike) -> Iterator[RunLock]:
             with _held_mutex:
                 _held[key] -= 1
         return
-    lock = _acquire(folder)
-    with _held_mutex:
-        _held[key], _held_locks[key] = 1, lock
-    try:
-        yield lock
-    finally:
+    # A command that fails before writing anything leaves no empty folder behind.
+    with made_folder(folder):
+        lock = _acquire(folder)
         with _held_mutex:
-            del _held[key], _held_locks[key]
-        if _read_owner(lock.path) == lock.owner:
-            lock.path.unlink(missing_ok=True)
+            _held[key], _held_locks[key] = 1, lock
+        try:
+            yield lock
+        finally:
+            with _held_mutex:
+                del _held[key], _held_locks[key]
+            if _read_owner(lock.path) == lock.owner:
+                lock.path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def made_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Create ``folder`` (and its missing parents) for the ``with`` block; if the block
+    raises (or is interrupted), remove again those of them that are still empty, so a failed
+    command leaves no empty output folder behind. Folders that existed before are never
+    touched, nor is anything that holds a file.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()) / "a" / "b"
+    >>> try:
+    ...     with made_folder(d):
+    ...         raise ValueError("bad input")
+    ... except ValueError:
+    ...     pass
+    >>> d.parent.exists()
+    False
+    """
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for p in created:
+            try:
+                p.rmdir()  # only an empty folder goes
+            except OSError:
+                break
+        raise
+
+
+def check_output_path(path: str | os.PathLike, *, kind: str = "folder",
+                      flag: str = "--out") -> Path:
+    """Check an output path as the user gave it, before anything is printed or made:
+    ``kind="folder"``: not an existing file; ``kind="file"``: not an existing folder; and in
+    both cases no part of the path above it is a file. Raises ``NotADirectoryError`` /
+    ``IsADirectoryError`` naming ``flag`` and ``path``; returns ``Path(path)``.
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "afile"; _ = f.write_text("x")
+    >>> check_output_path(f / "sub")
+    Traceback (most recent call last):
+    ...
+    NotADirectoryError: --out ... is not a folder: ...afile is a file
+    """
+    p = Path(path)
+    if kind not in ("folder", "file"):
+        raise ValueError(f"kind must be 'folder' or 'file', got {kind!r}")
+    if kind == "folder" and p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{flag} {path} is a file, not a folder; choose a folder")
+    if kind == "file" and p.is_dir():
+        raise IsADirectoryError(f"{flag} {path} is a folder; give a file name")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{flag} {path} is not a {kind}: {parent} is a file")
+            break
+    return p
 
 
 def check_run_folder(folder: str | os.PathLike) -> None:

@@ -10,6 +10,14 @@ Errors. The library's expected errors (a bad value, a missing file, a folder in 
 permission, no space left) reach the user as one line ``diffeosense CMD: error: ...`` and
 exit code 2, as argparse's own usage errors do; ``--debug`` (before or after the command)
 shows the traceback instead. Anything else is a bug and keeps its traceback.
+
+Ctrl-C (SIGINT) is one line ``diffeosense CMD: interrupted: ...`` saying what was kept and
+how to go on (a command raises :class:`Interrupted` with that text), and exit code 130, the
+shell's code for SIGINT.
+
+Every command checks its inputs before it makes anything: ``--out`` (:func:`diffeosense.
+_io.check_output_path`), the device (:func:`diffeosense._validate.available_device`), and a
+folder it created is removed again when it fails before writing into it.
 """
 
 from __future__ import annotations
@@ -31,6 +39,10 @@ _COMMANDS = [
     "diffeosense.cli.scale_detection_2d",
     "diffeosense.cli.zoo",
 ]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the interrupted command kept and how to go on (one line)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"diffeosense {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        if args.debug:
+            raise
+        what = str(e) if isinstance(e, Interrupted) and str(e) else "stopped"
+        print(f"diffeosense {args.command}: interrupted: {what}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

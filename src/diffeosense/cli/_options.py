@@ -358,3 +358,30 @@ def add_device_option(parser: argparse.ArgumentParser, default: str | None = Non
     parser.add_argument("--device", default=default, help=help or (
         "cpu, cuda, ... (default: cuda if available)" if default is None
         else f"cpu, cuda, cuda:N (default {default})"))
+
+
+def check_device(device: str | None, backend: str = "local") -> None:
+    """Before anything is made: a ``--device`` this machine lacks (``cuda`` without a GPU)
+    is one clear error. Runs on a cluster (``backend`` ray or slurm) are not checked here:
+    their devices are the cluster's, not the driver's."""
+    from .._validate import available_device
+
+    if backend == "local":
+        available_device(device)
+
+
+def check_out(path: str | None, kind: str = "folder", flag: str = "--out") -> None:
+    """Before anything is printed or made: ``--out`` is not a file where a folder is meant
+    (or a folder where a file is meant), and nothing above it is a file; the error names the
+    path as the user gave it (:func:`diffeosense._io.check_output_path`)."""
+    if path is not None:
+        from .._io import check_output_path
+
+        check_output_path(path, kind=kind, flag=flag)
+
+
+def interrupted(text: str):
+    """The :class:`~diffeosense.cli.Interrupted` a command raises on Ctrl-C."""
+    from . import Interrupted
+
+    return Interrupted(text)

@@ -43,21 +43,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..experiments.demo import DemoConfig, format_summary
     from ..experiments.demo import run as run_demo
+    from . import _options as _o
     from .diffeo import ShowConfig, show
 
+    _o.check_out(args.out)
+    _o.check_device(args.device)
     try:
         kwargs = json.loads(args.model_kwargs)
     except json.JSONDecodeError as e:
         raise ValueError(f"--model-kwargs must be a JSON dict, e.g. '{{\"depth\": 4}}': {e}") from None
     out = Path(args.out)
-    png, _ = show(ShowConfig(photo=args.photo, out=str(out / "diffeo_show.png"), seed=args.seed))
-    print(f"diffeomorphisms of a photograph: {png}")
     cfg = DemoConfig(model=args.model, model_kwargs=kwargs, data=args.data, epochs=args.epochs,
                      n_probes=args.n_probes, seed=args.seed, device=args.device,
                      track=args.track, track_probes=args.track_probes,
                      progress=not args.no_progress)
-    summary = run_demo(cfg, out)
+    _check_demo(cfg)  # every option, before the first file is written
+    try:
+        png, _ = show(ShowConfig(photo=args.photo, out=str(out / "diffeo_show.png"),
+                                 seed=args.seed))
+        print(f"diffeomorphisms of a photograph: {png}")
+        summary = run_demo(cfg, out)
+    except KeyboardInterrupt:
+        raise _o.interrupted(f"what finished is kept in {out}/ (training resumes from its last "
+                             f"checkpoint): run the same command again to continue") from None
     print(format_summary(summary))
     print(f"figures, tables and configs in {out}/ (sensitivity.png, tracking.png, "
           "sensitivity_*.csv, train/track.csv, summary.json, train/)")
     return 0
+
+
+def _check_demo(cfg) -> None:
+    """The demo's run config (model, data, tracking schedule) checked, and a registered
+    model built once (its name and options), before the photograph is written."""
+    import torch
+
+    from ..experiments.demo import run_config
+    from ..models import create_model, spec_kind
+
+    rcfg = run_config(cfg)
+    if spec_kind(rcfg.train.model) == "registry":
+        with torch.random.fork_rng(devices=[]):
+            create_model(rcfg.train.model, in_channels=1, num_classes=10,
+                         **rcfg.train.model_kwargs)

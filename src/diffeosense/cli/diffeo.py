@@ -153,6 +153,9 @@ def command_line(config: ShowConfig) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from ._options import check_out
+
+    check_out(args.out, kind="file")
     config = ShowConfig(
         image=args.image, photo=args.photo, size=args.size, cuts=tuple(args.cuts),
         inside=args.inside, below=args.below, above=args.above, seed=args.seed,

@@ -80,9 +80,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_measure(args: argparse.Namespace) -> int:
     from .._io import run_lock
 
-    # The lock checks --out (a file, not writable, in use) before any work.
-    with run_lock(args.out):
-        return _measure_locked(args)
+    _o.check_out(args.out)
+    _o.check_device(args.device)
+    # The lock checks --out (not writable, in use) before any work; a folder it made is
+    # removed again if the command fails before writing into it.
+    try:
+        with run_lock(args.out):
+            return _measure_locked(args)
+    except KeyboardInterrupt:
+        raise _o.interrupted(f"nothing was written to {args.out}") from None
+
+
+# What names the model of a result (its sidecar's config holds the source's meta).
+_IDENTITY = ("model", "checkpoint", "model_file", "model_seed", "model_kwargs", "weights")
+
+
+def _identity(cfg: dict) -> dict:
+    out = {k: cfg.get(k) for k in _IDENTITY}
+    for k in ("checkpoint", "weights"):
+        if out[k] is not None:
+            out[k] = str(Path(out[k]).resolve())
+    return out
+
+
+def check_other_model(out: Path, meta: dict, names: tuple[str, ...]) -> None:
+    """Refuse to overwrite, in ``out``, the result of another model than the one ``meta``
+    (:attr:`~diffeosense.sources.ModelSource.meta`) names, as ``train`` refuses a folder
+    holding another run; re-measuring the same model there (other options) overwrites it.
+    ``names``: the sidecars (or JSON tables) of the command's results."""
+    ours = _identity(meta)
+    for name in names:
+        path = out / name
+        if not path.is_file():
+            continue
+        try:
+            cfg = json.loads(path.read_text()).get("config") or {}
+        except (OSError, ValueError, AttributeError):
+            continue  # unreadable: nothing to compare; it is replaced
+        cfg = cfg.get("measure", cfg) if isinstance(cfg.get("measure"), dict) else cfg
+        theirs = _identity(cfg)
+        if theirs != ours:
+            def who(d: dict) -> str:
+                return ", ".join(f"{k} {v}" for k, v in d.items() if v not in (None, {}))
+
+            raise ValueError(
+                f"{out} already holds the result of another model ({who(theirs)}; {path.name}), "
+                f"not of this one ({who(ours)}): choose another --out, or delete {out} first")
 
 
 def _measure_locked(args: argparse.Namespace) -> int:
@@ -90,6 +133,7 @@ def _measure_locked(args: argparse.Namespace) -> int:
     from ..sources import check_fits, resolve_data, resolve_device
 
     source = _o.model_source(args)
+    check_other_model(Path(args.out), source.meta, ("sensitivity.meta.json", "sensitivity.json"))
     # --data with a checkpoint: that dataset's own default split (pooling keeps the
     # checkpoint's P and seed for the same dataset; measure never did).
     data = resolve_data(args.data, source, root=args.data_root, download=not args.no_download,

@@ -73,21 +73,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .._io import run_lock
 
-    # The lock checks --out (a file, not writable, in use) before any work.
-    with run_lock(args.out):
-        return _run_locked(args)
+    _o.check_out(args.out)
+    _o.check_device(args.device)
+    if args.n_shuffles < 0 or args.init_shuffles < 0:
+        raise ValueError("--n-shuffles and --init-shuffles must be >= 0")
+    if args.init_checkpoint and not args.checkpoint:
+        raise ValueError("--init-checkpoint goes with --checkpoint (with --model the net is "
+                         "already at initialization)")
+    # The lock checks --out (not writable, in use) before any work; a folder it made is
+    # removed again if the command fails before writing into it.
+    try:
+        with run_lock(args.out):
+            return _run_locked(args)
+    except KeyboardInterrupt:
+        raise _o.interrupted(f"nothing more was written to {args.out}") from None
 
 
 def _run_locked(args: argparse.Namespace) -> int:
     from .._io import check_run_folder
     from ..pooling import pooling_report
     from ..sources import check_fits, resolve_data, resolve_device, resolve_model
+    from .measure import check_other_model
 
-    if args.n_shuffles < 0 or args.init_shuffles < 0:
-        raise ValueError("--n-shuffles and --init-shuffles must be >= 0")
-    if args.init_checkpoint and not args.checkpoint:
-        raise ValueError("--init-checkpoint goes with --checkpoint (with --model the net is "
-                         "already at initialization)")
     source = _o.model_source(args)
     if source.info.get("kind") in ("torchscript", "export"):
         raise ValueError(f"{source.checkpoint} is a {source.info['kind']} file: pooling shuffles "
@@ -96,6 +103,7 @@ def _run_locked(args: argparse.Namespace) -> int:
                          f"(--model SPEC --weights FILE)")
     if source.train_config is not None and args.data is None:
         _check_task_named(source.checkpoint, source.train_config.data)
+    check_other_model(Path(args.out), source.meta, ("pooling.meta.json", "pooling.json"))
     init_model = None
     if args.init_checkpoint:
         init_source = resolve_model(checkpoint=args.init_checkpoint)

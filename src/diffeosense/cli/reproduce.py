@@ -56,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_reproduce(args: argparse.Namespace) -> int:
     from ..experiments.reproduce import ReproduceOptions, reproduce
 
+    _o.check_out(args.out)
     backend, workers, options = _o.backend_from_args(args)
+    _o.check_device(args.device, backend)
     data = {k: v for k, v in {"name": args.data, **_o.data_options(args)}.items()
             if v is not None}
     opts = ReproduceOptions(backend=backend, workers=workers, device=args.device,
@@ -68,6 +70,16 @@ def run_reproduce(args: argparse.Namespace) -> int:
         f"diffeosense reproduce {' '.join(args.names)} --scale {args.scale} " \
         f"--out {shlex.quote(args.out)}"
     names = ["all"] if "all" in args.names else list(dict.fromkeys(args.names))
-    report = reproduce(names, args.scale, args.out, command, opts)
+    try:
+        report = reproduce(names, args.scale, args.out, command, opts)
+    except KeyboardInterrupt:
+        from pathlib import Path
+
+        runs = Path(args.out) / "runs"
+        done = len(list(runs.glob("*/done"))) if runs.is_dir() else 0
+        raise _o.interrupted(
+            f"{done} finished run(s) are kept in {runs}/, an interrupted one resumes from its "
+            f"last checkpoint: run the same command again to continue (the figures and "
+            f"report.html are written once every run finished)") from None
     print(f"wrote {report}")
     return 0

@@ -105,12 +105,19 @@ def config_from_args(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     from ..experiments.scale_detection import format_exponents, run
 
+    _o.check_out(args.out)
     cfg = config_from_args(args)
-    if args.compare_activations:
-        return _compare_activations(cfg, args)
     backend, workers, options = _o.backend_from_args(args)
-    result = run(cfg, args.out, progress=not args.no_progress, backend=backend,
-                 workers=workers, **options)
+    _o.check_device(cfg.device, backend)
+    try:
+        if args.compare_activations:
+            return _compare_activations(cfg, args)
+        result = run(cfg, args.out, progress=not args.no_progress, backend=backend,
+                     workers=workers, **options)
+    except KeyboardInterrupt:
+        raise _o.interrupted(f"the finished units are kept under {args.out}/, an interrupted "
+                             f"one resumes from its last checkpoint: run the same command "
+                             f"again to continue") from None
     print(f"run folder: {result.out_dir}")
     print(f"units computed: {len(result.units_run)}, found finished: {len(result.units_skipped)}")
     for u in result.units:

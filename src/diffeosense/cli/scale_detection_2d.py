@@ -61,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ..experiments.scale_detection_2d import preset, run
 
+    _o.check_out(args.out)
     over: dict = {"device": args.device}
     if args.models:
         over["models"] = tuple(args.models)
@@ -76,8 +77,14 @@ def _run(args: argparse.Namespace) -> int:
         lrs = _parse_lr(args.lr)
         cfg = cfg.with_learning_rates(lrs.get("lr"), lrs.get("lr_by_model"))
     backend, workers, options = _o.backend_from_args(args)
-    result = run(cfg, args.out, progress=not args.no_progress, backend=backend,
-                 workers=workers, **options)
+    _o.check_device(cfg.device, backend)
+    try:
+        result = run(cfg, args.out, progress=not args.no_progress, backend=backend,
+                     workers=workers, **options)
+    except KeyboardInterrupt:
+        raise _o.interrupted(f"the finished units are kept under {args.out}/, an interrupted "
+                             f"one resumes from its last checkpoint: run the same command "
+                             f"again to continue") from None
     print(f"run folder: {result.out_dir}")
     cols = ["model", "seed", "epochs_run", "best_epoch", "test_error", "D", "G", "R",
             "D_init", "G_init", "R_init"]

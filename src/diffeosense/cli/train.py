@@ -233,12 +233,20 @@ def _folder_hash(cfg) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..train import train
 
+    _o.check_out(args.out)
     cfg = _config_from_args(args)
+    _o.check_device(cfg.device)
     tracker = _tracker_from_args(args)
     out = args.out or f"runs/train-{cfg.model}-{_data_label(cfg)}-{_folder_hash(cfg)}"
     try:
         res = train(cfg, out, resume=args.resume, progress=not args.no_progress,
                     tracker=tracker)
+    except KeyboardInterrupt:
+        last = Path(out) / "checkpoints" / "last.pt"
+        raise _o.interrupted(
+            f"the last finished epoch is kept in {last}; continue with the same command and "
+            f"--resume" if last.is_file() else f"no epoch finished, nothing was kept in {out}"
+        ) from None
     finally:
         if tracker is not None:
             tracker.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -50,11 +51,12 @@ def execute_unit(cfg_dict: dict[str, Any], root: str, threads: int | None = None
     or a SLURM job). ``cfg_dict`` is ``RunConfig.to_dict()`` (plain JSON travels anywhere).
 
     Returns ``{"hash", "status", "seconds", "error"}``: status ``"done"`` (ran now),
-    ``"skipped"`` (already done), or ``"failed"`` (the traceback is written to
-    ``error.txt`` in the run folder, and its last line is ``error``; a run whose folder is
-    locked by another live process fails with ``error`` starting ``"busy:"`` and its folder
-    is left untouched). SIGTERM during the run exits the process (status 143) after releasing
-    the run's lock; the folder stays resumable.
+    ``"skipped"`` (already done), ``"elsewhere"`` (its folder is locked by another live
+    process, e.g. a second sweep on the same root: not run here, not a failure; ``error``
+    names the owner and the folder is left untouched), or ``"failed"`` (the traceback is
+    written to ``error.txt`` in the run folder, and its last line is ``error``). SIGTERM
+    during the run exits the process (status 143) after releasing the run's lock; the folder
+    stays resumable.
     """
     # Imported here, not at the top: a spawned worker imports this module to find
     # _init_worker, which must set the thread count before torch is imported.
@@ -80,7 +82,7 @@ def execute_unit(cfg_dict: dict[str, Any], root: str, threads: int | None = None
     try:
         run(cfg, root)
     except RunFolderBusy as e:  # another live process works on it: leave its folder alone
-        out.update(status="failed", error=f"busy: {e}")
+        out.update(status="elsewhere", error=f"running elsewhere: {e}")
     except Exception as e:  # noqa: BLE001 - one failing run must not stop the sweep
         tb = traceback.format_exc()
         folder.mkdir(parents=True, exist_ok=True)
@@ -89,11 +91,20 @@ def execute_unit(cfg_dict: dict[str, Any], root: str, threads: int | None = None
     finally:
         if installed:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if _POOL_PARENT is not None and _SIGNALLED:
+            # A pool worker told to stop (its driver stopped or died): the run has unwound and
+            # released its lock; exit now rather than take the next queued unit.
+            _exit_worker(128 + _SIGNALLED[0])
     out["seconds"] = time.perf_counter() - t0
     return out
 
 
+_SIGNALLED: list[int] = []  # the signal that ended a unit in this process
+_POOL_PARENT: int | None = None  # in a local pool worker: its driver's pid
+
+
 def _exit_on_signal(signum: int, frame: Any) -> None:
+    _SIGNALLED.append(signum)
     raise SystemExit(128 + signum)
 
 
@@ -113,13 +124,73 @@ def _failed(cfg_dict: dict[str, Any], root: str, err: BaseException) -> dict[str
             "error": f"worker died: {type(err).__name__}: {err}"}
 
 
-def _init_worker(threads: int) -> None:
+def _exit_worker(code: int) -> None:
+    """End a pool worker now, with the clean-up a normal exit of a multiprocessing child runs
+    (its finalizers: e.g. tqdm's semaphore, which the resource tracker would otherwise report
+    as leaked)."""
+    from multiprocessing import util
+
+    try:
+        util._exit_function()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
+    """A local pool worker's setup: threads, Ctrl-C left to the driver, and death with it."""
+    global _POOL_PARENT
     # Before torch is imported in the fresh (spawned) worker, so OpenMP starts with it too.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
+    # Ctrl-C reaches the whole process group: the driver alone handles it (and stops the
+    # workers with SIGTERM, which unwinds each run and releases its folder's lock).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _POOL_PARENT = parent
+        _die_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Stop this worker (SIGTERM: the running unit unwinds, releasing its lock) when the
+    driver ``parent`` dies, even by SIGKILL: Linux's parent-death signal at once, and a
+    watchdog thread (every platform, and a driver that died before the signal was set)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass  # the watchdog below still stops it
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)  # a unit that does not unwind in a minute: end it anyway
+        _exit_worker(128 + signal.SIGTERM)
+
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name="diffeosense-parent-watch", daemon=True).start()
+
+
+def _stop_workers(procs: list[Any], timeout_s: float = 60.0) -> None:
+    """SIGTERM every worker process in ``procs`` and wait for it: each running unit unwinds
+    (its lock released, its folder resumable) and the worker exits."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
 
 
 def local_backend(
@@ -127,7 +198,12 @@ def local_backend(
     on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the units on a bounded pool of ``workers`` local processes (spawned, so they
-    never inherit a half-initialized thread pool); ``workers=1``: in this process."""
+    never inherit a half-initialized thread pool); ``workers=1``: in this process.
+
+    The workers die with this process: when it is killed (even by SIGKILL) each worker gets
+    SIGTERM (Linux's parent-death signal, and a watchdog thread elsewhere), so its running
+    unit unwinds, releases its folder's lock and stays resumable. On Ctrl-C (or any error
+    here) the workers are stopped the same way before the exception goes on."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
@@ -145,17 +221,24 @@ def local_backend(
         return outcomes  # type: ignore[return-value]
     threads = max(1, cores // workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = {pool.submit(execute_unit, d, root, threads): i
-                   for i, d in enumerate(cfg_dicts)}
-        for fut in as_completed(futures):
-            i = futures[fut]
-            try:
-                outcomes[i] = fut.result()
-            except Exception as e:  # noqa: BLE001 - the worker process died (killed, OOM)
-                outcomes[i] = _failed(cfg_dicts[i], root, e)
-            if on_result is not None:
-                on_result(outcomes[i])
+                             initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
+        try:
+            futures = {pool.submit(execute_unit, d, root, threads): i
+                       for i, d in enumerate(cfg_dicts)}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                try:
+                    outcomes[i] = fut.result()
+                except Exception as e:  # noqa: BLE001 - the worker process died (killed, OOM)
+                    outcomes[i] = _failed(cfg_dicts[i], root, e)
+                if on_result is not None:
+                    on_result(outcomes[i])
+        except BaseException:  # Ctrl-C, SIGTERM of the driver, an error in on_result
+            _stop_workers(list((getattr(pool, "_processes", None) or {}).values()))
+            # The pool sees its workers gone, fails the other futures and cleans its queues
+            # (nothing is left for the resource tracker to warn about).
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return outcomes  # type: ignore[return-value]
 
 

@@ -13,7 +13,8 @@ One row per (run, stage, copy, layer, view, channel). Columns, in order:
   ``train.data.<field>``, and the measurement fields as ``measure.<field>``; lists and dicts
   are JSON strings (so the table stores as CSV and Parquet alike).
 
-Folders without a ``done`` marker (running, interrupted or failed runs) are left out.
+Folders without a ``done`` marker (running, interrupted or failed runs) are left out;
+:func:`unfinished_runs` names them (``diffeosense collect`` says how many and where).
 
 >>> import tempfile
 >>> collect(tempfile.mkdtemp()).empty
@@ -29,7 +30,7 @@ from typing import Any
 from .._io import read_table, sidecar_path, write_table
 from .run import load_run
 
-__all__ = ["collect", "save_table", "load_table", "ALIASES"]
+__all__ = ["collect", "unfinished_runs", "save_table", "load_table", "ALIASES"]
 
 ALIASES = {"model": "train.model", "dataset": "train.data.name", "seed": "train.seed",
            "noise": "train.data.noise", "P": "train.data.P", "epochs": "train.epochs",
@@ -84,6 +85,23 @@ def collect(root: str | Path):
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
+
+
+def unfinished_runs(root: str | Path) -> list[tuple[Path, str]]:
+    """The run folders below ``root`` that :func:`collect` leaves out: those with a
+    ``run_config.json`` and no ``done`` marker, each with its status (``"partial"``: running
+    or interrupted, ``"failed"``: its last attempt raised, see ``error.txt``), sorted.
+
+    >>> import tempfile
+    >>> unfinished_runs(tempfile.mkdtemp())
+    []
+    """
+    from .run import run_status
+
+    root = Path(root)
+    return [(cfg.parent, run_status(cfg.parent))
+            for cfg in sorted(root.rglob("run_config.json"))
+            if not (cfg.parent / "done").is_file()]
 
 
 def save_table(df, path: str | Path, root: str | Path | None = None) -> Path:

@@ -176,7 +176,8 @@ class FigureContext:
             missing = [c.train.model for c in configs if c not in done]
             raise ValueError(f"{self.figure}: only {len(done)} of {len(configs)} runs finished "
                              f"(not: {', '.join(dict.fromkeys(missing))}; see error.txt in "
-                             f"{self.runs}); re-run the same command to resume")
+                             f"{self.runs}, or they run in another process); re-run the same "
+                             f"command to resume")
         return done
 
     def write_table(self, df, name: str, config: Any) -> Path:

@@ -49,7 +49,8 @@ from ..provenance import config_hash, provenance
 from ..train import TrainConfig
 
 __all__ = [
-    "RunConfig", "run", "run_in", "run_dir", "run_status", "load_run", "STAGES", "STATUSES",
+    "RunConfig", "run", "run_in", "run_dir", "run_status", "run_problem", "load_run", "STAGES",
+    "STATUSES",
 ]
 
 STAGES = ("init", "trained", "best")
@@ -225,6 +226,46 @@ def run_status(folder: str | Path) -> str:
     if (folder / "error.txt").is_file():
         return "failed"
     return "partial" if folder.is_dir() and any(folder.iterdir()) else "new"
+
+
+def run_problem(folder: str | Path) -> str | None:
+    """The first damaged file of a started run, and why, without running it (what
+    ``sweep --dry-run`` shows beside a partial run); None when every file reads.
+
+    Checks the JSON records (``run_config.json``, ``attempts.json``, ``train/config.json``),
+    the checkpoints (a ``.pt`` is a zip archive: a truncated one has no central directory)
+    and the measured tables against their sidecars. A damaged checkpoint makes the real run
+    fail (``train`` refuses it) until the file is removed: it is then retrained from the last
+    good one.
+    """
+    import zipfile
+
+    from .._io import sidecar_path
+
+    folder = Path(folder)
+    for name in ("run_config.json", "attempts.json", "train/config.json"):
+        path = folder / name
+        if path.is_file():
+            try:
+                json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                return f"{path} is damaged (not valid JSON: {e})"
+    ckdir = folder / "train" / "checkpoints"
+    for path in sorted(ckdir.glob("*.pt")) if ckdir.is_dir() else []:
+        try:
+            with zipfile.ZipFile(path) as z:
+                z.namelist()
+        except (OSError, zipfile.BadZipFile) as e:
+            return f"{path} is damaged (truncated or not a checkpoint: {e})"
+    for path in sorted(folder.glob("sensitivity_*.csv")):
+        if sidecar_path(path).is_file():
+            from ..sensitivity import SensitivityResult
+
+            try:
+                SensitivityResult.load(path)
+            except (OSError, ValueError) as e:
+                return f"{path} is damaged ({' '.join(str(e).split())})"
+    return None
 
 
 def run(cfg: RunConfig, root: str | Path, *, progress: bool = False) -> Path:

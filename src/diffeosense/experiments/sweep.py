@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import dataclass_from_dict, write_json
-from .run import RunConfig, run_dir, run_status
+from .run import RunConfig, run_dir, run_problem, run_status
 
 __all__ = [
     "SweepConfig", "GRID_ALIASES", "load_sweep", "parse_sweep", "expand", "plan",
@@ -123,7 +123,18 @@ def parse_sweep(d: dict[str, Any]) -> SweepConfig:
         raise ValueError(f"unknown [measure] keys {sorted(bad)}; valid: {list(_MEASURE_FIELDS)}")
     if "data" in spec.train:
         raise ValueError("put DataConfig fields in the [data] table, not in [train]")
-    expand(spec)  # builds (hence validates) every unit
+    units = expand(spec)  # builds (hence validates) every unit
+    if not spec.grid:
+        # Without a grid the sweep is one run of the defaults of every field not given: a
+        # forgotten [grid] would silently train 10 epochs on all the data. One run is asked
+        # for explicitly, with a one-point grid.
+        t = units[0].train
+        raise ValueError(
+            f"the sweep has no [grid] table: it would run a single run with the defaults of "
+            f"every field not given (model {t.model}, dataset {t.data.name}, "
+            f"{t.epochs} epochs, P {t.data.P if t.data.P is not None else 'all'}, "
+            f"{units[0].n_probes} probes); add the grid, or for exactly that one run a "
+            f"one-point grid: [grid] seed = [{t.seed}]")
     return spec
 
 
@@ -191,13 +202,18 @@ def expand(spec: SweepConfig) -> list[RunConfig]:
 
 
 def plan(configs: list[RunConfig], root: str | Path) -> list[dict[str, Any]]:
-    """What ``--dry-run`` prints: per run ``{"hash", "folder", "status", "model", "dataset",
-    "seed", "noise", "P", "epochs", "lr"}`` with ``status`` from :func:`.run.run_status`."""
+    """What ``--dry-run`` prints: per run ``{"hash", "folder", "status", "problem", "model",
+    "dataset", "seed", "noise", "P", "epochs", "lr"}`` with ``status`` from
+    :func:`.run.run_status` and, for a partial or failed run, ``problem``: its first damaged
+    file and why (:func:`.run.run_problem`; None when every file reads)."""
     rows = []
     for cfg in configs:
         folder = run_dir(cfg, root)
         t = cfg.train
-        rows.append({"hash": cfg.hash(), "folder": str(folder), "status": run_status(folder),
+        status = run_status(folder)
+        problem = run_problem(folder) if status in ("partial", "failed") else None
+        rows.append({"hash": cfg.hash(), "folder": str(folder), "status": status,
+                     "problem": problem,
                      "model": t.model, "dataset": t.data.name, "seed": t.seed,
                      "noise": t.data.noise, "P": t.data.P, "epochs": t.epochs, "lr": t.lr})
     return rows
@@ -218,17 +234,30 @@ class SweepReport:
     def raise_if_failed(self, configs: list[RunConfig], what: str,
                         describe: Any = None) -> None:
         """After every unit ran: ``RuntimeError`` naming the failed units of ``configs`` (in
-        the order of :attr:`outcomes`) by ``describe(config)`` and their ``error.txt``; the
-        finished units are kept, and running again retries only the failed ones."""
+        the order of :attr:`outcomes`) by ``describe(config)`` and their ``error.txt``, or
+        (none failed) the units another live process holds; the finished units are kept, and
+        running again retries only the failed ones."""
         describe = describe or (lambda c: c.hash())
         failed = [f"{describe(c)} ({run_dir(c, self.root) / 'error.txt'})"
                   for c, o in zip(configs, self.outcomes, strict=True) if o["status"] == "failed"]
         if failed:
             raise RuntimeError(f"{len(failed)} unit(s) of {what} failed: {'; '.join(failed)}; "
                                f"the others are kept: run again to retry")
+        away = [f"{describe(c)} ({run_dir(c, self.root)})"
+                for c, o in zip(configs, self.outcomes, strict=True) if o["status"] == "elsewhere"]
+        if away:  # not failures, but what follows needs every unit
+            raise RuntimeError(f"{len(away)} unit(s) of {what} are running in another live "
+                               f"process (another run of the same command?): {'; '.join(away)}; "
+                               f"the others are kept: run again once it finished")
+
+    @property
+    def elsewhere(self) -> list[dict[str, Any]]:
+        """The units another live process held (a second sweep on the same root): not run
+        here and not failed; their folder's owner finishes them."""
+        return [o for o in self.outcomes if o["status"] == "elsewhere"]
 
     def counts(self) -> dict[str, int]:
-        c = {"done": 0, "skipped": 0, "failed": 0}
+        c = {"done": 0, "skipped": 0, "failed": 0, "elsewhere": 0}
         for o in self.outcomes:
             c[o["status"]] += 1
         return c
@@ -259,7 +288,9 @@ def run_sweep(
     """Run every unit of a sweep into ``root`` and return a :class:`SweepReport`.
 
     Finished units are skipped, interrupted ones resume from their checkpoints, a unit that
-    raises is recorded (``error.txt`` in its folder) and the others go on.
+    raises is recorded (``error.txt`` in its folder) and the others go on; a unit whose
+    folder another live process holds (a second sweep on the same root) is left to it and
+    reported as ``"elsewhere"``, not as a failure.
 
     Args:
         configs: the units (e.g. ``expand(load_sweep(path))``).
@@ -273,12 +304,20 @@ def run_sweep(
 
     ``root/sweep.json`` records the units, their outcomes and the provenance.
     """
-    from ..provenance import provenance
+    from .._io import made_folder
     from . import backends
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     runner = backends.get_backend(backend)
+    root = Path(root)
+    # A sweep that fails before any unit wrote (a backend that cannot start) leaves no empty
+    # root behind.
+    with made_folder(root):
+        return _run_sweep(configs, root, backend, runner, workers, on_result, backend_options)
+
+
+def _run_sweep(configs, root, backend, runner, workers, on_result, backend_options):
+    from ..provenance import provenance
+
     # Finished units are not dispatched at all (execute_unit checks again, for races).
     outcomes: list[dict[str, Any] | None] = [None] * len(configs)
     todo = []
