@@ -247,6 +247,15 @@ def test_failed_commands_leave_no_empty_folder(tmp_path, capsys, argv):
     assert list(tmp_path.iterdir()) == []  # neither b nor the a it made
 
 
+def _sigint_default():
+    """In the child, before exec: Ctrl-C handled by default even when the test runner was
+    started in the background by a shell, which ignores SIGINT there (and the ignored
+    disposition is inherited across exec: the command would never see the signal)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_reproduce_is_one_line_and_130(tmp_path):
     import signal
     import subprocess
@@ -261,7 +270,8 @@ def test_ctrl_c_on_reproduce_is_one_line_and_130(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "diffeosense.cli", "reproduce",
                              "noisy-training", "--scale", "quick", "--workers", "1",
                              "--no-progress", "--out", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     try:
         deadline = time.monotonic() + 300
         while not list(out.glob("runs/*/train/checkpoints/init.pt")):  # a unit is training

@@ -209,7 +209,10 @@ def _held_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path, list[int]]:
            "DIFFEOSENSE_TEST_FLAGS": str(flags), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "diffeosense.cli", "sweep", str(cfg),
                              "--out", str(root), "--workers", "2"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # Ctrl-C handled by default in the child, even when this runner
+                            # was started in the background (a shell ignores SIGINT there).
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while len(list(flags.iterdir())) < 2:
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -17,7 +17,7 @@ it can be checked with a strict parser. This module sits at the edge: the core n
 >>> d = pathlib.Path(tempfile.mkdtemp())
 >>> png = d / "f.png"; _ = png.write_bytes(bytes.fromhex("89504e470d0a1a0a"))
 >>> fig = ReportFigure("f", "A figure", png, pd.DataFrame({"a": [1.0]}), caption="a = 1")
->>> claim = Claim("a is one", True, "a = 1.0")
+>>> claim = Claim("a is one", "shown", "a = 1.0", estimate="1.0 [0.9, 1.1]")
 >>> page = write_report(d / "r.html", "Demo", [fig], [claim], {"x": 1}, {"torch": "2"}, "cmd")
 >>> 'href="#table-f"' in page.read_text()
 True
