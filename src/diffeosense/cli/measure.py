@@ -96,6 +96,10 @@ _IDENTITY = ("model", "checkpoint", "model_file", "model_seed", "model_kwargs", 
 
 
 def _identity(cfg: dict) -> dict:
+    if cfg.get("checkpoint") is not None:
+        # A checkpoint names its model: the other entries (recorded by later versions, such
+        # as its model_kwargs) must not make a result of the same file look like another's.
+        return {"checkpoint": str(Path(cfg["checkpoint"]).resolve())}
     out = {k: cfg.get(k) for k in _IDENTITY}
     for k in ("checkpoint", "weights"):
         if out[k] is not None:
