@@ -38,7 +38,7 @@ def patches(size: int = 32, short_side: int = 160, n_train: int = 300, n_test: i
         for split, n in (("x", n_train), ("x_test", n_test)):
             i = rng.integers(0, img.shape[0] - size + 1, n)
             j = rng.integers(0, img.shape[1] - size + 1, n)
-            out[split] += [img[a:a + size, b:b + size].transpose(2, 0, 1) for a, b in zip(i, j)]
+            out[split] += [img[a:a + size, b:b + size].transpose(2, 0, 1) for a, b in zip(i, j, strict=True)]
             out["y" if split == "x" else "y_test"] += [k] * n
     arrays = {key: np.stack(v) if key.startswith("x") else np.array(v, np.int64)
               for key, v in out.items()}

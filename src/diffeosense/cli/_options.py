@@ -143,18 +143,35 @@ def layers_option(spec: str) -> str | list[str]:
     return [s.strip() for s in spec.split(",") if s.strip()]
 
 
-def n_probes_or_all(value: str) -> int | None:
-    """``--n-probes`` that also takes ``all`` (-> ``None``); at least 2."""
-    if value.strip().lower() == "all":
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of probes or 'all', got "
-                                         f"{value!r}") from None
-    if n < 2:
-        raise argparse.ArgumentTypeError(f"need at least 2 probes, got {n}")
-    return n
+def count_or_all(plural: str, minimum: int, at_least: str | None = None):
+    """An argparse type for ``N|all``: a whole number of ``plural`` (at least ``minimum``;
+    ``at_least`` words that bound, default ``"<minimum> <plural>"``), or ``all`` -> None."""
+
+    def parse(value: str) -> int | None:
+        if value.strip().lower() == "all":
+            return None
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of {plural} or 'all', got "
+                                             f"{value!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(
+                f"need at least {at_least or f'{minimum} {plural}'}, got {n}")
+        return n
+
+    return parse
+
+
+#: ``--n-probes`` that also takes ``all`` (-> ``None``); at least 2.
+n_probes_or_all = count_or_all("probes", 2)
+
+
+def interrupted_units(out) -> Exception:
+    """What an experiment of units (``scale-detection``, ``-2d``) raises on Ctrl-C."""
+    return interrupted(f"the finished units are kept under {out}/, an interrupted one "
+                       f"resumes from its last checkpoint: run the same command again to "
+                       f"continue")
 
 
 # ------------------------------------------------------------------ backends

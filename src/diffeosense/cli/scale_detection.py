@@ -115,9 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         result = run(cfg, args.out, progress=not args.no_progress, backend=backend,
                      workers=workers, **options)
     except KeyboardInterrupt:
-        raise _o.interrupted(f"the finished units are kept under {args.out}/, an interrupted "
-                             f"one resumes from its last checkpoint: run the same command "
-                             f"again to continue") from None
+        raise _o.interrupted_units(args.out) from None
     print(f"run folder: {result.out_dir}")
     print(f"units computed: {len(result.units_run)}, found finished: {len(result.units_skipped)}")
     for u in result.units:

@@ -82,9 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         result = run(cfg, args.out, progress=not args.no_progress, backend=backend,
                      workers=workers, **options)
     except KeyboardInterrupt:
-        raise _o.interrupted(f"the finished units are kept under {args.out}/, an interrupted "
-                             f"one resumes from its last checkpoint: run the same command "
-                             f"again to continue") from None
+        raise _o.interrupted_units(args.out) from None
     print(f"run folder: {result.out_dir}")
     cols = ["model", "seed", "epochs_run", "best_epoch", "test_error", "D", "G", "R",
             "D_init", "G_init", "R_init"]

@@ -19,23 +19,10 @@ Each model's table is written to OUT/models/ as it finishes; running the same co
 skips the finished models and retries the failed ones. Pretrained weights (--model-kw
 weights=DEFAULT; for timm also weights=pretrained) are read from torch's and Hugging Face's
 local caches (downloaded when online): a model whose weights are not there fails by name and
-the others run (offline, HF_HUB_OFFLINE=1 spares timm's download retries). A pretrained 1000-class head on a dataset with other classes gets no test error
+the others run (offline, HF_HUB_OFFLINE=1 spares timm's download retries). A pretrained
+1000-class head on a dataset with other classes gets no test error
 (NaN, with the reason in the table). The exit code is 1 when a model failed.
 """
-
-
-def _n_test(value: str) -> int | None:
-    """``--n-test N|all``: at least one test sample, or all (None)."""
-    if value.strip().lower() == "all":
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of test samples or 'all', got "
-                                         f"{value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"need at least 1 test sample, got {n}")
-    return n
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-download", action="store_true",
                    help="never try to download a missing dataset")
     _o.add_data_options(p)
-    p.add_argument("--n-test", type=_n_test, default=None, metavar="N|all",
+    p.add_argument("--n-test", type=_o.count_or_all("test samples", 1, "1 test sample"), default=None, metavar="N|all",
                    help="test samples for the test error (default all of the test split)")
     _o.add_measure_options(p, help={"layers": "what to measure: output (default), all, "
                                     "kinds joined by '+', layer names or globs, re:PATTERN"})
