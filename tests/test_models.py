@@ -176,3 +176,29 @@ def test_simplecnn_bad_options():
         create_model("simplecnn", pooling="median")
     with pytest.raises(ValueError, match="activation"):
         create_model("simplecnn", activation="sigmoid")
+
+
+@pytest.mark.parametrize("depth", [11, 16])
+def test_vgg_width_mult_scales_every_conv(depth):
+    """``width_mult`` narrows every conv by the same factor (rounded): the count is the
+    formula's for the scaled widths, and a net of mult 1 is the published one."""
+    convs = {11: [1, 1, 2, 2, 2], 16: [2, 2, 3, 3, 3]}
+    cfg = []
+    for width, k in zip([16, 32, 64, 128, 128], convs[depth], strict=True):
+        cfg += [width] * k + ["M"]
+    net = create_model(f"vgg{depth}bn", in_channels=1, width_mult=0.25)
+    assert _count(net) == _vgg_formula(cfg, True, c=1)
+    assert _count(create_model("vgg11", width_mult=1.0)) == _count(create_model("vgg11"))
+
+
+@pytest.mark.parametrize("name", ["alexnet", "resnet18", "resnet50", "efficientnetb0"])
+def test_width_mult_narrows_the_cifar_families(name):
+    full = create_model(name, in_channels=1)
+    narrow = create_model(name, in_channels=1, width_mult=0.25)
+    assert _count(narrow) < _count(full) / 8  # weights scale about as width_mult ** 2
+    assert narrow(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    convs = [m for m in narrow.modules() if isinstance(m, torch.nn.Conv2d)]
+    first = next(m for m in full.modules() if isinstance(m, torch.nn.Conv2d))
+    assert convs[0].out_channels == round(first.out_channels / 4)
+    with pytest.raises(ValueError, match="width_mult must be > 0"):
+        create_model(name, width_mult=0)

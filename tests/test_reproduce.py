@@ -21,7 +21,7 @@ from diffeosense.experiments.figures import scale_detection as sdf
 def test_registry_and_scales():
     assert list_figures() == ["noisy-training", "layerwise", "filter-spectra",
                               "scale-detection"]  # the paper's order: Figs. 1, 3, 4, 7-9
-    assert rp.scales() == ("quick", "paper")
+    assert rp.scales() == ("quick", "medium", "paper")
     with pytest.raises(ValueError, match="unknown figure 'fig-99'.*noisy-training"):
         rp.reproduce(["fig-99"], "quick", "unused", "cmd")
     with pytest.raises(ValueError, match="scale must be one of"):

@@ -31,15 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(resumable: re-run the same command to continue), draw the figures (PNG and SVG), write "
         "their tables, and write OUT/report.html: every figure with its table, the paper's "
         "claims with this run's verdict and the numbers, the presets, versions and this command. "
-        "--scale quick runs small nets on the embedded MNIST digits on a laptop; --scale paper "
-        "is the paper's grid on CIFAR-10, meant for a GPU cluster. Figures available: "
+        "--scale quick runs small nets on the embedded MNIST digits on a laptop; --scale medium "
+        "trains more nets, 3 seeds each, on the full Fashion-MNIST (an overnight run on 2 "
+        "cores; Figs. 1, 3, 4); --scale paper is the paper's grid on CIFAR-10, meant for a GPU "
+        "cluster. 'all': every figure with a preset at the scale. Figures available: "
         + ", ".join(FIGURES) + ".",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="+", metavar="NAME", choices=[*FIGURES, "all"],
                    help="one or more figures (" + ", ".join(FIGURES) + "), or all")
     p.add_argument("--scale", choices=SCALES, default="quick",
-                   help="quick (embedded MNIST, small nets, CPU) or paper (CIFAR-10, the "
-                   "paper's recipe, GPU cluster); default quick")
+                   help="quick (embedded MNIST, small nets, CPU), medium (full "
+                   "Fashion-MNIST, 3 seeds, overnight on CPU) or paper (CIFAR-10, the paper's "
+                   "recipe, GPU cluster); default quick")
     _o.add_output_options(p, out_help="output folder (report.html goes here)", formats=False,
                           plot_help=None, progress_help="print nothing while running")
     _o.add_device_option(p, "cpu", help="training/measuring device (default cpu)")
@@ -50,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _o.add_data_options(p)
     _o.add_backend_options(p, workers_help="runs at once (default: the number of cores; "
                            "slurm: default array parallelism)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list each figure's training runs (each once: figures share runs), "
+                   "their folders under OUT/runs and status (done/partial/failed/new); run "
+                   "nothing")
     p.set_defaults(func=run_reproduce)
 
 
@@ -70,6 +77,25 @@ def run_reproduce(args: argparse.Namespace) -> int:
         f"diffeosense reproduce {' '.join(args.names)} --scale {args.scale} " \
         f"--out {shlex.quote(args.out)}"
     names = ["all"] if "all" in args.names else list(dict.fromkeys(args.names))
+    if args.dry_run:
+        from ..experiments.reproduce import plan
+
+        rows = plan(names, args.scale, args.out, opts)
+        runs = [r for r in rows if r["hash"] is not None]
+        counts = {s: sum(r["status"] == s for r in runs) for s in dict.fromkeys(
+            r["status"] for r in runs)}
+        print(f"{len(runs)} runs in {args.out}/runs/ at scale {args.scale}: "
+              + ", ".join(f"{n} {s}" for s, n in counts.items()))
+        for r in rows:
+            if r["hash"] is None:
+                print(f"{r['figure']}: its units are not training runs (not listed)")
+                continue
+            shared = f"  (also {', '.join(r['shared_with'])})" if r["shared_with"] else ""
+            print(f"{r['status']:8s} {r['hash']}  {r['figure']}: model={r['model']} "
+                  f"dataset={r['dataset']} seed={r['seed']} noise={r['noise']} P={r['P']} "
+                  f"epochs={r['epochs']} lr={r['lr']}{shared}"
+                  + (f"  damaged: {r['problem']}" if r["problem"] else ""))
+        return 0
     try:
         report = reproduce(names, args.scale, args.out, command, opts)
     except KeyboardInterrupt:

@@ -83,6 +83,9 @@ class Figure:
         presets: ``{scale: config}``; ``run`` gets ``presets[scale]``.
         run: ``run(config, ctx) -> FigureOutput``.
         summary: one line for ``--help``: what the figure shows.
+        units: ``units(config, options) -> list[RunConfig]``, the training runs ``run``
+            sweeps (``reproduce --dry-run`` lists them); None: the figure's units are not
+            :class:`~diffeosense.experiments.run.RunConfig` runs.
     """
 
     name: str
@@ -90,6 +93,7 @@ class Figure:
     presets: Mapping[str, Any]
     run: Callable[[Any, FigureContext], FigureOutput]
     summary: str = ""
+    units: Callable[[Any, ReproduceOptions], list] | None = None
 
     @property
     def folder(self) -> str:

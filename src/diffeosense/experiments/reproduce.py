@@ -28,11 +28,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from .._io import to_jsonable, write_json
 from .figure import FigureContext, ReproduceOptions, get_figure, list_figures
 
-__all__ = ["ReproduceOptions", "reproduce", "scales", "report_title", "first_run_seconds",
+__all__ = ["ReproduceOptions", "reproduce", "plan", "scales", "report_title", "first_run_seconds",
            "time_note"]
 
 
@@ -53,8 +54,10 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
     known = scales()
     if scale not in known:
         raise ValueError(f"scale must be one of {known}, got {scale!r}")
-    if names == ["all"]:
-        names = list_figures()
+    skipped = []
+    if names == ["all"]:  # every figure that has a preset at this scale
+        names = [n for n in list_figures() if scale in get_figure(n).presets]
+        skipped = [n for n in list_figures() if n not in names]
     figures = [get_figure(n) for n in names]  # unknown names: ValueError listing the known
     if not figures:
         raise ValueError(f"name at least one figure: {', '.join(list_figures())}, all")
@@ -81,6 +84,8 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
                                         "first_run_seconds": first, "units_run": fresh,
                                         "provenance": prov})
     notes = [f"Scale {scale}. " + time_note(times, first, fresh)]
+    if skipped:
+        notes.append(f"Not at this scale (no {scale} preset): {', '.join(skipped)}.")
     notes += [f"{name}: {fo.failed_runs} run(s) failed (error.txt in their folders)."
               for name, fo in outputs if fo.failed_runs]
     claims = [Claim(c["text"], c["verdict"], c["evidence"], c.get("figure"), c.get("estimate"))
@@ -89,6 +94,41 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
     return write_report(out / "report.html", report_title(figures, scale), report_figures,
                         claims, config, json.loads(json.dumps(to_jsonable(prov), default=str)),
                         command, notes)
+
+
+def plan(names: list[str], scale: str, out: str | Path,
+         opts: ReproduceOptions | None = None) -> list[dict[str, Any]]:
+    """What ``reproduce --dry-run`` lists, running nothing: per figure (``names`` as for
+    :func:`reproduce`) the training runs of its ``scale`` preset, each once (figures share
+    runs), with the sweep's status of its folder under ``out/runs``
+    (:func:`~diffeosense.experiments.sweep.plan`): ``{"figure", "shared_with", **row}``; a
+    figure whose units are not runs gives one row with ``hash`` None; ``model`` is the net's
+    display name (its options included)."""
+    from ..models.names import display_name
+    from .sweep import plan as sweep_plan
+
+    opts = opts or ReproduceOptions()
+    if scale not in scales():
+        raise ValueError(f"scale must be one of {scales()}, got {scale!r}")
+    if names == ["all"]:
+        names = [n for n in list_figures() if scale in get_figure(n).presets]
+    rows, seen = [], {}
+    for fig in (get_figure(n) for n in names):
+        cfg = fig.preset(scale)
+        if fig.units is None:
+            rows.append({"figure": fig.name, "hash": None, "status": "not listed",
+                         "shared_with": None})
+            continue
+        units = fig.units(cfg, opts)
+        for rc, r in zip(units, sweep_plan(units, Path(out) / "runs"), strict=True):
+            if r["hash"] in seen:
+                seen[r["hash"]]["shared_with"].append(fig.name)
+                continue
+            row = {"figure": fig.name, "shared_with": [], **r,
+                   "model": display_name(rc.train.model, rc.train.model_kwargs)}
+            seen[r["hash"]] = row
+            rows.append(row)
+    return rows
 
 
 def report_title(figures, scale: str) -> str:

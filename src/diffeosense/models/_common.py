@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["resolve_image_size", "flat_dim", "pad_to_32", "make_activation"]
+__all__ = ["resolve_image_size", "flat_dim", "pad_to_32", "make_activation", "scaled"]
 
 
 def resolve_image_size(in_channels: int, image_size: int | None) -> int:
@@ -16,6 +16,19 @@ def resolve_image_size(in_channels: int, image_size: int | None) -> int:
     if int(image_size) < 8:
         raise ValueError(f"image_size must be at least 8 px, got {image_size}")
     return int(image_size)
+
+
+def scaled(channels: int, width_mult: float) -> int:
+    """``max(1, round(channels * width_mult))``: a layer's width in a net narrowed (or
+    widened) by ``width_mult`` (all of a family's hidden widths scale together; the input
+    channels and the classes do not).
+
+    >>> scaled(64, 0.25), scaled(3, 0.1), scaled(192, 1.0)
+    (16, 1, 192)
+    """
+    if not (float(width_mult) > 0):
+        raise ValueError(f"width_mult must be > 0 (1: the published widths), got {width_mult}")
+    return max(1, round(int(channels) * float(width_mult)))
 
 
 def pad_to_32(image_size: int) -> nn.Module | None:

@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 import torch.nn as nn
 
-from ._common import flat_dim, pad_to_32, resolve_image_size
+from ._common import flat_dim, pad_to_32, resolve_image_size, scaled
 from ._registry import create_model, register_model
 
 __all__ = ["AlexNet"]
@@ -37,24 +37,26 @@ class AlexNet(nn.Sequential):
         num_classes: int = 10,
         image_size: int | None = None,
         dropout: float = 0.5,
+        width_mult: float = 1.0,
     ):
         size = resolve_image_size(in_channels, image_size)
+        w = {c: scaled(c, width_mult) for c in (64, 192, 384, 256, 4096)}
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         pad = pad_to_32(size)
         if pad is not None:
             layers["pad"] = pad
         layers.update(
-            conv1=nn.Conv2d(in_channels, 64, kernel_size=3, stride=2, padding=1),
+            conv1=nn.Conv2d(in_channels, w[64], kernel_size=3, stride=2, padding=1),
             relu1=nn.ReLU(),
             pool1=nn.MaxPool2d(2),
-            conv2=nn.Conv2d(64, 192, kernel_size=3, padding=1),
+            conv2=nn.Conv2d(w[64], w[192], kernel_size=3, padding=1),
             relu2=nn.ReLU(),
             pool2=nn.MaxPool2d(2),
-            conv3=nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            conv3=nn.Conv2d(w[192], w[384], kernel_size=3, padding=1),
             relu3=nn.ReLU(),
-            conv4=nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            conv4=nn.Conv2d(w[384], w[256], kernel_size=3, padding=1),
             relu4=nn.ReLU(),
-            conv5=nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            conv5=nn.Conv2d(w[256], w[256], kernel_size=3, padding=1),
             relu5=nn.ReLU(),
             pool3=nn.MaxPool2d(2),
         )
@@ -63,10 +65,11 @@ class AlexNet(nn.Sequential):
         head: OrderedDict[str, nn.Module] = OrderedDict()
         if dropout > 0:
             head["dropout1"] = nn.Dropout(dropout)
-        head.update(fc1=nn.Linear(d, 4096), relu1=nn.ReLU())
+        head.update(fc1=nn.Linear(d, w[4096]), relu1=nn.ReLU())
         if dropout > 0:
             head["dropout2"] = nn.Dropout(dropout)
-        head.update(fc2=nn.Linear(4096, 4096), relu2=nn.ReLU(), fc3=nn.Linear(4096, num_classes))
+        head.update(fc2=nn.Linear(w[4096], w[4096]), relu2=nn.ReLU(),
+                    fc3=nn.Linear(w[4096], num_classes))
         super().__init__(
             OrderedDict(features=features, flatten=nn.Flatten(), classifier=nn.Sequential(head))
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ._common import scaled
 from ._registry import create_model, register_model
 
 __all__ = ["EfficientNet", "MBConv", "SqueezeExcitation", "B0_CONFIG"]
@@ -90,20 +91,22 @@ class EfficientNet(nn.Module):
         num_classes: int = 10,
         dropout: float = 0.2,
         image_size: int | None = None,  # accepted for a uniform interface; not needed
+        width_mult: float = 1.0,
     ):
         super().__init__()
         cfg = config or B0_CONFIG
-        self.conv1 = nn.Conv2d(in_channels, 32, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(32)
+        c = scaled(32, width_mult)
+        self.conv1 = nn.Conv2d(in_channels, c, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
         self.act1 = nn.SiLU()
-        blocks, c = [], 32
+        blocks = []
         for e, c_out, n, k, s in zip(
             cfg["expansion"], cfg["out_channels"], cfg["num_blocks"], cfg["kernel_size"],
             cfg["stride"], strict=True,
         ):  # fmt: skip
             for stride in [s] + [1] * (n - 1):
-                blocks.append(MBConv(c, c_out, k, stride, e))
-                c = c_out
+                blocks.append(MBConv(c, scaled(c_out, width_mult), k, stride, e))
+                c = scaled(c_out, width_mult)
         self.layers = nn.Sequential(*blocks)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

@@ -1,7 +1,8 @@
 """Short display names of networks, set from the model spec: the same in every figure and table.
 
 ``display_name(spec, kwargs)`` joins the spec's short form and its options with ``-``:
-``depth`` and ``width`` as ``3x32`` (or ``d3`` / ``w32`` alone), a True flag as its short
+``depth`` and ``width`` as ``3x32`` (or ``d3`` / ``w32`` alone), a width multiplier
+``width_mult`` as ``w0.25x``, a True flag as its short
 name (``batch_norm=True`` -> ``bn``), a False one as ``no`` + it, any other option as
 ``key=value``, in sorted order. A spec of another source keeps its kind (``tv:resnet18``,
 ``timm:...``, a factory file as ``file:FACTORY`` without its folder). The former long form of
@@ -14,6 +15,8 @@ named as new ones.
 'simplecnn-3x32-bn'
 >>> display_name("lenet"), display_name("fc4", {"width": 256, "bias": False})
 ('lenet', 'fc4-w256-nobias')
+>>> display_name("vgg11bn", {"width_mult": 0.25})
+'vgg11bn-w0.25x'
 >>> display_name("torchvision:resnet18", {"weights": "DEFAULT"})
 'tv:resnet18-weights=DEFAULT'
 >>> display_name("/home/me/nets.py:make_net")
@@ -87,6 +90,9 @@ def display_name(model: str, kwargs: Mapping[str, Any] | None = None) -> str:
         parts.append(f"d{depth}")
     elif width is not None:
         parts.append(f"w{width}")
+    mult = kw.pop("width_mult", None)
+    if mult is not None:
+        parts.append(f"w{mult:g}x")
     for k in sorted(kw):
         v = kw[k]
         if isinstance(v, bool):

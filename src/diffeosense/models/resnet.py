@@ -18,6 +18,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from ._common import scaled
 from ._registry import create_model, register_model
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck"]
@@ -96,13 +97,15 @@ class ResNet(nn.Module):
         in_channels: int = 3,
         num_classes: int = 10,
         image_size: int | None = None,  # accepted for a uniform interface; not needed
+        width_mult: float = 1.0,
     ):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        c = scaled(64, width_mult)
+        self.conv1 = nn.Conv2d(in_channels, c, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
         self.relu1 = nn.ReLU()
-        c = 64
-        stages = zip((64, 128, 256, 512), num_blocks, (1, 2, 2, 2), strict=True)
+        planes_ = [scaled(p, width_mult) for p in (64, 128, 256, 512)]
+        stages = zip(planes_, num_blocks, (1, 2, 2, 2), strict=True)
         for i, (planes, n, stride) in enumerate(stages):
             blocks = []
             for s in [stride] + [1] * (n - 1):

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import torch.nn as nn
 
-from ._common import flat_dim, pad_to_32, resolve_image_size
+from ._common import flat_dim, pad_to_32, resolve_image_size, scaled
 from ._registry import create_model, register_model
 
 __all__ = ["VGG", "VGG_CONFIGS"]
@@ -45,6 +45,7 @@ class VGG(nn.Sequential):
         batch_norm: bool = False,
         image_size: int | None = None,
         pooling: str = "max",
+        width_mult: float = 1.0,
     ):
         cfg = VGG_CONFIGS[config] if isinstance(config, str) else list(config)
         size = resolve_image_size(in_channels, image_size)
@@ -62,11 +63,12 @@ class VGG(nn.Sequential):
                 layers[f"pool{j}"] = pools[pooling](kernel_size=2, stride=2)
             else:
                 i += 1
-                layers[f"conv{i}"] = nn.Conv2d(c, int(v), kernel_size=3, padding=1)
+                w = scaled(int(v), width_mult)
+                layers[f"conv{i}"] = nn.Conv2d(c, w, kernel_size=3, padding=1)
                 if batch_norm:
-                    layers[f"bn{i}"] = nn.BatchNorm2d(int(v))
+                    layers[f"bn{i}"] = nn.BatchNorm2d(w)
                 layers[f"relu{i}"] = nn.ReLU()
-                c = int(v)
+                c = w
         features = nn.Sequential(layers)
         d = flat_dim(features, in_channels, size)
         super().__init__(

@@ -14,7 +14,7 @@ from . import style
 from ._save import save_figure
 
 __all__ = ["plot_noisy_scatter", "plot_noisy_correlations", "plot_layerwise", "plot_spectra",
-           "save_png_svg"]
+           "plot_tracking", "save_png_svg"]
 
 _QUANTITIES = (("D", "$D_f$"), ("G", "$G_f$"), ("R", "$R_f$"))
 
@@ -151,6 +151,45 @@ def plot_layerwise(table, title: str | None = None):
             ax.grid(alpha=0.3, which="major")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=4, frameon=False)
+    if title:
+        fig.suptitle(title)
+    return style.finalize(fig)
+
+
+@style.styled()
+def plot_tracking(track, title: str | None = None):
+    """D, G, R at the output against the epoch (top row) and the training error (bottom
+    row), one column per quantity, one colour per net, one line per training seed; the
+    x axis is ``epoch + 1`` on a log scale (epoch 0, the initialization, at 1).
+
+    track: columns ``model, seed, epoch, D, G, R, train_error``
+    (:func:`diffeosense.experiments.figures.layerwise.tracking_table`).
+    """
+    from matplotlib.figure import Figure
+
+    models = list(dict.fromkeys(track["model"]))
+    names = _names(models)
+    colours = [style.colour(i) for i in range(len(models))]
+    fig = Figure(figsize=style.figsize(2, 4.0), layout="constrained")
+    axes = fig.subplots(2, 3, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    for c, (q, label) in enumerate(_QUANTITIES):
+        top, bottom = axes[0][c], axes[1][c]
+        for m, colour in zip(models, colours, strict=True):
+            for k, (_, t) in enumerate(track[track["model"] == m].groupby("seed")):
+                t = t.sort_values("epoch")
+                lab = names[m] if k == 0 else None
+                top.plot(t["epoch"] + 1, t[q], "o-", ms=3, color=colour, label=lab, alpha=0.8)
+                bottom.plot(t["epoch"] + 1, t["train_error"], "-", color=colour, alpha=0.8)
+        top.set_xscale("log")
+        top.set_yscale("log")
+        top.set_ylabel(label.replace("_f", "_{out}"))
+        top.grid(alpha=0.3, which="major")
+        bottom.set_ylabel("training error")
+        bottom.set_xlabel("epoch + 1")
+        bottom.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(models)),
+               frameon=False)
     if title:
         fig.suptitle(title)
     return style.finalize(fig)

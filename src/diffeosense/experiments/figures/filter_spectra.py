@@ -21,6 +21,7 @@ from ..._io import to_jsonable
 from ..figure import Figure, FigureContext, FigureOutput, register_figure
 from ..run import RunConfig
 from . import noisy_training as nt
+from .layerwise import PRESETS as LAYERWISE_PRESETS
 from .layerwise import checkpoints, clean_nets
 
 __all__ = ["FilterSpectraConfig", "PRESETS", "spectra_tables", "spectra_claims", "run"]
@@ -45,15 +46,17 @@ class FilterSpectraConfig:
 PRESETS: dict[str, FilterSpectraConfig] = {
     # The nets of Fig. 3 (the paper shows the spectra of the same nets), same runs.
     "quick": FilterSpectraConfig(clean_nets(nt.PRESETS["quick"], ["lenet", "vgg11bn"])),
+    "medium": FilterSpectraConfig(LAYERWISE_PRESETS["medium"].training),
     "paper": FilterSpectraConfig(
         clean_nets(nt.PRESETS["paper"], ["vgg11", "vgg11bn", "alexnet", "lenet"])),
 }
 
 
 def spectra_tables(configs: list[RunConfig], runs: Path):
-    """Filter spectra of every conv layer at init and trained: ``model, stage, layer, conv,
-    kernel, eigenvalue, fraction`` and, per layer, the homogeneous share (``homogeneous``
-    table: ``model, stage, layer, conv, kernel, fraction, white``)."""
+    """Filter spectra of every conv layer at init and trained: ``model, seed, stage, layer,
+    conv, kernel, eigenvalue, fraction`` and, per layer, the homogeneous share
+    (``homogeneous`` table: ``model, seed, stage, layer, conv, kernel, fraction, white``);
+    ``seed`` is the training seed."""
     import pandas as pd
 
     from ...pooling import filter_spectra
@@ -69,11 +72,13 @@ def spectra_tables(configs: list[RunConfig], runs: Path):
             t = t[t["eigenvalue"].notna()][["layer", "conv", "kernel", "eigenvalue",
                                              "fraction"]]
             t.insert(0, "stage", stage)
+            t.insert(0, "seed", rc.train.seed)
             t.insert(0, "model", name)
             full.append(t)
             h = sp.homogeneous()
             h = h[h["fraction"].notna()]
             h.insert(0, "stage", stage)
+            h.insert(0, "seed", rc.train.seed)
             h.insert(0, "model", name)
             homo.append(h)
     return pd.concat(full, ignore_index=True), pd.concat(homo, ignore_index=True)
@@ -85,19 +90,24 @@ def spectra_claims(homogeneous) -> list[dict[str, Any]]:
     """Fig. 4's claim from the ``homogeneous`` table of :func:`spectra_tables`: with training
     the filters' homogeneous (lambda = 0) share rises above its init value in most layers.
     Judged on the mean over nets of (share of a net's conv layers where it rose) - 1/2, with
-    its bootstrap interval over the nets."""
+    its bootstrap interval over the nets (a net's training seeds averaged first)."""
     from ..verdicts import judge, mean_over
 
     ev, shares = [], []
     for m in dict.fromkeys(homogeneous["model"]):
-        h = homogeneous[homogeneous["model"] == m]
-        i = h[h["stage"] == "init"].set_index("layer")["fraction"]
-        t = h[h["stage"] == "trained"].set_index("layer")["fraction"]
-        k = int((t > i).sum())
-        if len(t):
-            shares.append(k / len(t) - 0.5)
-        ev.append(f"{m}: {k}/{len(t)} layers up; last conv {i.iloc[-1]:.3f} -> {t.iloc[-1]:.3f}"
-                  f" (white {h['white'].iloc[-1]:.3f})")
+        hm = homogeneous[homogeneous["model"] == m]
+        per_seed, lines = [], []
+        for _, h in (hm.groupby("seed", sort=False) if "seed" in hm.columns else [(0, hm)]):
+            i = h[h["stage"] == "init"].set_index("layer")["fraction"]
+            t = h[h["stage"] == "trained"].set_index("layer")["fraction"]
+            k = int((t > i).sum())
+            if len(t):
+                per_seed.append(k / len(t) - 0.5)
+            lines.append(f"{k}/{len(t)} layers up, last conv {i.iloc[-1]:.3f} -> "
+                         f"{t.iloc[-1]:.3f}")
+        if per_seed:
+            shares.append(sum(per_seed) / len(per_seed))
+        ev.append(f"{m}: " + "; ".join(lines) + f" (white {hm['white'].iloc[-1]:.3f})")
     est = mean_over(shares, what="nets")
     return [{"text": "Training shifts the filter spectra to low Laplacian eigenvalues (spatial "
                      "pooling): the homogeneous share rises above its initial (white) value "
@@ -124,13 +134,17 @@ def run(cfg: FilterSpectraConfig, ctx: FigureContext) -> FigureOutput:
     ctx.write_table(full, "filter_spectra.csv", cfg)
     ctx.write_table(homo, "filter_spectra_homogeneous.csv", cfg)
     title = f"{configs[0].train.data.name}, clean training ({ctx.scale})"
-    png = ctx.save_figure(plot_spectra(homo, title), "filter_spectra")
+    seeds = sorted(set(homo["seed"]))
+    mean = (homo.groupby(["model", "stage", "layer"], sort=False)[["fraction", "white"]]
+            .mean().reset_index())  # each net's seeds averaged (one curve per net)
+    png = ctx.save_figure(plot_spectra(mean, title), "filter_spectra")
     fig = ReportFigure(
         "filter-spectra", "Fig. 4: filter spectra, homogeneous share at init and trained",
         png, homo,
         caption="For every conv layer, the share of the filters' power on the eigenvalue-0 "
         "(homogeneous) eigenvector of the kernel grid's Laplacian, at initialization and "
-        "trained; dotted: a white filter (1/K). The full spectra (every eigenvalue) are in "
+        "trained" + (f" (mean over the training seeds {seeds})" if len(seeds) > 1 else "")
+        + "; dotted: a white filter (1/K). The full spectra (every eigenvalue) are in "
         "filter_spectra.csv.",
         files=["filter_spectra/filter_spectra.svg", "filter_spectra/filter_spectra.pdf",
                "filter_spectra/filter_spectra.csv"])
@@ -140,4 +154,5 @@ def run(cfg: FilterSpectraConfig, ctx: FigureContext) -> FigureOutput:
 
 register_figure(Figure(
     "filter-spectra", number=4, presets=PRESETS, run=run,
-    summary="Fig. 4: Laplacian spectra of the filters (homogeneous share), init vs trained"))
+    summary="Fig. 4: Laplacian spectra of the filters (homogeneous share), init vs trained",
+    units=lambda cfg, o: nt.run_configs(cfg.training, o.device, o.data_root, o.data)))

@@ -52,6 +52,8 @@ class NetSpec:
     optimizer: str = "auto"
     weight_decay: float | None = None
     epochs: int | None = None  # None: the config's epochs
+    track: bool = False  # its clean runs track every layer through training (config.track)
+    seeds: list[int] | None = None  # None: the config's seeds
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class NoisyTrainingConfig:
         seeds: training seeds; each (net, noise, seed) is one run.
         n_probes, stage: probes measured at the output, and which weights (``"best"``: the
             best-test-error checkpoint, as the paper; ``"trained"``: the last epoch).
+        track: the :class:`~diffeosense.tracking.TrackConfig` fields with which the clean
+            (s = 0) runs of the nets marked ``track=True`` measure D, G, R of their layers
+            through training (``train/track.csv``: when R falls, Fig. 3); None: no tracking.
         rationale: why these hyperparameters (shown in the report).
     """
 
@@ -80,6 +85,7 @@ class NoisyTrainingConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     n_probes: int = 500
     stage: str = "best"
+    track: dict[str, Any] | None = None
     rationale: str = ""
 
     def __post_init__(self) -> None:
@@ -123,6 +129,43 @@ PRESETS: dict[str, NoisyTrainingConfig] = {
             "about 28 after normalization, so s = 30 corrupts them as much as s ~ 55 does "
             "CIFAR-10 images."),
     ),
+    # Medium: chosen from training curves on the full Fashion-MNIST (P = 10000, clean data, 10
+    # or 15 epochs; docs/results/reproduce_medium/training_curves.md) before any sensitivity
+    # was measured; widths and epochs from the per-epoch costs there, to fit 2 h on 2 cores.
+    "medium": NoisyTrainingConfig(
+        nets=[NetSpec("fc2", epochs=30), NetSpec("fc4", epochs=30),
+              NetSpec("lenet", lr=0.05, epochs=30, track=True),
+              NetSpec("alexnet", {"width_mult": 0.25}, lr=0.05, epochs=20, track=True),
+              NetSpec("vgg11", {"width_mult": 0.25}, lr=0.05, track=True),
+              NetSpec("vgg11bn", {"width_mult": 0.25}, lr=0.01, track=True),
+              NetSpec("resnet18", {"width_mult": 0.125}, lr=0.05)],
+        noises=[0.0, 10.0, 30.0],
+        dataset="fashion-mnist", P=10000, augment=False, epochs=10, seeds=[0, 1, 2],
+        n_probes=500, stage="best",
+        track={"schedule": "log", "n_probes": 200, "layers": "all"},
+        rationale=(
+            "Medium scale, for 2 CPU cores overnight (about 2 h): the full Fashion-MNIST "
+            "(Debian package dataset-fashion-mnist, or --data-root), 10000 training images "
+            "(the first 10000 of the 60000: what the budget allows), all 10000 test images for "
+            "the test error; 7 of the paper's architectures, the CNNs narrowed (width_mult: "
+            "every channel count x 1/4, ResNet-18 x 1/8) so that one epoch costs 8-25 s on "
+            "one core; 3 noise levels, 3 seeds. Fully connected nets: Adam lr 1e-3 (the "
+            "paper's); CNNs: " + _CNN_RECIPE + ". Learning rates from clean training curves "
+            "before any sensitivity was measured, by one rule: the rate with the lowest final "
+            "training loss among those within 1 point of the best final test error: LeNet "
+            "0.05 (0.02 tried), AlexNet 0.05 (at 0.01: 38 % test error after 10 epochs), VGG11 "
+            "0.05 (at 0.01 it stays at chance for 10 epochs; at 0.05 it starts after 3 and "
+            "ends at 18 %), VGG11-BN 0.01 (training loss 0.013, test 11.1 %; at 0.05: 0.048, "
+            "10.5 %), ResNet-18 0.05 (0.074, 10.9 %; at 0.01: 0.078, 12.1 %). Epochs: 10 for "
+            "the VGGs and ResNet (VGG11-BN's and ResNet's training loss is at 0.013-0.07 "
+            "after 10; VGG11's is not at its plateau, 0.46, a budget limit); the curves of LeNet (15 epochs), AlexNet (10) and the fully "
+            "connected nets (15) were still falling 1-4 % per epoch at their end, so they "
+            "train 20-30 epochs (cheap), whether that reaches the plateau is in their "
+            "histories (metrics.jsonl). The clean runs of the nets of Fig. 3 track D, G, R "
+            "of every layer at log-spaced epochs (200 test probes). Fashion-MNIST images "
+            "have norm about 28 after normalization: s = 10 is a visible corruption, s = 30 "
+            "as large as the image."),
+    ),
     "paper": NoisyTrainingConfig(
         nets=[NetSpec(m) for m in ("vgg11", "vgg11bn", "vgg16bn", "vgg19bn", "alexnet", "lenet",
                                    "resnet18", "resnet34", "resnet50", "efficientnetb0")]
@@ -154,7 +197,7 @@ def run_configs(cfg: NoisyTrainingConfig, device: str = "cpu",
     out = []
     for net in cfg.nets:
         for s in cfg.noises:
-            for seed in cfg.seeds:
+            for seed in (net.seeds if net.seeds is not None else cfg.seeds):
                 dc = DataConfig(**{"name": cfg.dataset, "P": cfg.P, "augment": cfg.augment,
                                    "noise": float(s), "noise_on": "both", "root": data_root,
                                    **(data or {})})
@@ -163,8 +206,10 @@ def run_configs(cfg: NoisyTrainingConfig, device: str = "cpu",
                     epochs=net.epochs or cfg.epochs, batch_size=cfg.batch_size,
                     optimizer=net.optimizer, lr=net.lr, weight_decay=net.weight_decay,
                     schedule=cfg.schedule, seed=seed, device=device, keep_every=0)
+                track = cfg.track if net.track and s == 0 and cfg.track is not None else None
                 out.append(RunConfig(train=train, layers=["output"], stages=[cfg.stage],
-                                     n_probes=cfg.n_probes, probe_noise="train", seed=0))
+                                     n_probes=cfg.n_probes, probe_noise="train", seed=0,
+                                     track=copy.deepcopy(track)))
     return out
 
 
@@ -374,4 +419,5 @@ def run(cfg: NoisyTrainingConfig, ctx: FigureContext) -> FigureOutput:
 
 register_figure(Figure(
     "noisy-training", number=1, presets=PRESETS, run=run,
-    summary="Fig. 1: test error against D, G, R of nets trained with noise"))
+    summary="Fig. 1: test error against D, G, R of nets trained with noise",
+    units=lambda cfg, o: run_configs(cfg, o.device, o.data_root, o.data)))
