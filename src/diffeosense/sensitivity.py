@@ -121,6 +121,7 @@ class MeasureConfig:
     probe_noise: float = 0.0
     output: str | int | None = None
     drop_repeats: bool = False
+    max_memory: int | str | None = "auto"
 
 
 def _probe_seed(base: int, i: int) -> int:
@@ -473,6 +474,10 @@ def _check_config(cfg: MeasureConfig) -> None:
                          f"finite number >= 0, got {cfg.probe_noise}")
     if cfg.se_block < 2:
         raise ValueError(f"se_block must be >= 2, got {cfg.se_block}")
+    if cfg.max_memory not in (None, "auto"):
+        from ._memory import parse_bytes
+
+        parse_bytes(cfg.max_memory)  # a clear error before any work
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -537,6 +542,14 @@ def measure(model: nn.Module, data, *args: Any, config: MeasureConfig | None = N
             index. Default: a dict's ``"out"`` entry, else its first value; a tuple's or
             list's first element; a warning when that default chose among several tensors.
             Recorded in the result's config.
+        max_memory: the memory the measurement may take on its device: bytes or a size
+            (``"4GB"``); ``"auto"`` (default): half the memory the device has free now;
+            None: no limit. The batch size is lowered (never raised) until the estimated peak
+            (:mod:`diffeosense._memory`: from the layer shapes, nothing extra is run) fits
+            80 % of it; the batch size used is in the result's config, the estimate
+            too (``peak_memory_estimate``), and with ``progress`` both are printed with the
+            estimated time after the first batch. Results do not depend on it (as for
+            ``batch_size``).
         drop_repeats: drop the rows of a layer whose D and G equal (relative 1e-6) those of
             the layer before it (a flatten, a BatchNorm at initialization, the last linear
             layer before ``output``): the later one goes, except ``output``, which is kept in
@@ -592,6 +605,7 @@ def _measure(
     probe_noise: float = 0.0,
     output: str | int | None = None,
     drop_repeats: bool = False,
+    max_memory: int | str | None = "auto",
     progress: bool = False,
     meta: dict | None = None,
 ) -> SensitivityResult:
@@ -610,7 +624,7 @@ def _measure(
         denominator=denominator, statistic=statistic, channels=bool(channels),
         se_block=int(se_block), n_bootstrap=int(n_bootstrap), method=method,
         batchnorm=batchnorm, probe_noise=float(probe_noise), output=output,
-        drop_repeats=bool(drop_repeats))
+        drop_repeats=bool(drop_repeats), max_memory=max_memory)
     _check_config(cfg)
     if cfg.batchnorm == "batch":
         cfg.batch_size = cfg.n_probes  # one forward pass: statistics over all probes per stream
@@ -645,6 +659,13 @@ def _measure(
                 raise _shape_error(model, first, e) from e
             chosen = select_layers(tap.layers, layers)
             components = cfg.statistic == "component-median"
+            plan = _memory_plan(model, tap, chosen, first, cfg, device)
+            if plan is not None and plan.batch_size(plan.budget, cfg.batch_size) < first.shape[0]:
+                # Re-cut the probes into the batches that fit (the same batches as a run asked
+                # for that batch size: consecutive probes), before any is measured.
+                cfg.batch_size = plan.batch_size(plan.budget, cfg.batch_size)
+                batches = _iter_probes(_chain(first, batches), cfg.n_probes, cfg.batch_size)
+                first = next(batches)
             accs = {layer.name: _LayerAcc(layer, cfg.channels, cfg.se_block, components)
                     for layer in chosen}
             if progress:
@@ -670,9 +691,12 @@ def _measure(
                         tap(xs, sink, accs.keys())
                 except RuntimeError as e:
                     raise _shape_error(model, x, e) from e
-                start += B
                 if bar is not None:
+                    if start == 0 and plan is not None:
+                        bar.write(plan.summary(cfg.batch_size, cfg.n_probes, len(chosen),
+                                               bar.format_dict["elapsed"]))
                     bar.update(B)
+                start += B
     finally:
         if bar is not None:
             bar.close()
@@ -684,7 +708,35 @@ def _measure(
     if start < cfg.n_probes:
         warnings.warn(f"data holds only {start} probes (n_probes={cfg.n_probes} asked); "
                       f"measured on {start}", stacklevel=2)
+    if plan is not None:
+        meta = {**meta, "peak_memory_estimate": plan.peak(cfg.batch_size)}
     return _result(accs, cfg, start, tap.method, meta, provenance())
+
+
+def _memory_plan(model: nn.Module, tap: LayerTap, chosen, first: Tensor, cfg: MeasureConfig,
+                 device: torch.device):
+    """The :class:`~diffeosense._memory.MemoryPlan` of this measurement under
+    ``cfg.max_memory`` (None: no budget; and with ``batchnorm="batch"``, whose one batch of
+    all probes cannot be split, only the check that it fits)."""
+    from ._memory import HEADROOM, default_budget, format_bytes, parse_bytes, plan_memory
+
+    if cfg.max_memory is None:
+        return None
+    budget = default_budget(torch.device(device)) if cfg.max_memory == "auto" \
+        else parse_bytes(cfg.max_memory)
+    tensors = list(model.parameters()) + list(model.buffers())
+    plan = plan_memory(tap.layers, chosen, param_bytes=sum(t.numel() * t.element_size()
+                                                           for t in tensors),
+                       element_bytes=first.element_size(), n_probes=cfg.n_probes,
+                       channels=cfg.channels,
+                       components=cfg.statistic == "component-median").with_budget(budget)
+    if cfg.batchnorm == "batch" and plan.batch_size(budget, cfg.n_probes) < cfg.n_probes:
+        raise ValueError(
+            f"batchnorm='batch' sends all {cfg.n_probes} probes through in one pass, an "
+            f"estimated {format_bytes(plan.peak(cfg.n_probes))}, over max_memory "
+            f"{format_bytes(budget)} (with its {HEADROOM:.0%} headroom); use fewer probes, "
+            f"fewer layers, or a larger max_memory")
+    return plan
 
 
 def _signature() -> inspect.Signature:

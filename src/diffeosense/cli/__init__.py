@@ -89,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader of our output left (``diffeosense ... | head``): not an error of ours.
+        # Point stdout at devnull so that the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except _expected_errors() as e:
         if args.debug:
             raise

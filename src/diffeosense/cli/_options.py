@@ -36,6 +36,19 @@ def _output_key(value: str) -> str | int:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
+def _max_memory(value: str) -> str | None:
+    """``--max-memory``: ``auto``, ``none`` or a size (checked here: a clear parse error)."""
+    from .._memory import parse_bytes
+
+    if value.lower() in ("auto", "none"):
+        return None if value.lower() == "none" else "auto"
+    try:
+        parse_bytes(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
 def _measure_opts() -> dict[str, _Opt]:
     from .._stats import DENOMINATORS
     from ..sensitivity import BATCHNORMS, STATISTICS
@@ -50,6 +63,10 @@ def _measure_opts() -> dict[str, _Opt]:
             "alternately from its two classes)")),
         _Opt("batch_size", "--batch-size", dict(
             type=int, help="probes per forward pass; does not change the result (default 128)")),
+        _Opt("max_memory", "--max-memory", dict(
+            type=_max_memory, help="memory the measurement may take on its device, e.g. 4GB; "
+            "the batch size is lowered until the estimated peak fits (results do not change); "
+            "'auto' (default): half of the device's free memory; 'none': no limit")),
         _Opt("perturbation", "--perturbation", dict(
             default=None, help="perturbation spec, e.g. diffeo or diffeo:cut=3,displacement=1.0 "
             "(default: the paper's diffeo, 1 px displacement, cut 3; for the scale-detection "
