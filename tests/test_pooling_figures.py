@@ -4,6 +4,7 @@ runs shared with the noisy-training grid."""
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 
 import pandas as pd
@@ -104,3 +105,31 @@ def test_reproduce_layerwise_and_spectra_share_one_training(tmp_path, monkeypatc
     for stage, bn in (("init", "batch"), ("trained", "eval")):
         (meta,) = net.glob(f"{stage}-*_pooling.meta.json")
         assert json.loads(meta.read_text())["config"]["measure"]["batchnorm"] == bn
+
+
+def test_when_r_falls_early_late_or_not_at_all():
+    nan = float("nan")
+
+    def run(model, seed, R, err):
+        return pd.DataFrame({"model": model, "seed": seed, "epoch": [0, 1, 2, 4, 8],
+                             "R": R, "train_error": [nan, *err]})
+
+    track = pd.concat([
+        # R falls by 100x, half of it (x10) by epoch 1; the training error is 0 from epoch 4.
+        run("early", 0, [1.0, 0.1, 0.05, 0.02, 0.01], [0.3, 0.1, 0.0, 0.0]),
+        # Half of the fall only at epoch 8, after the training error reached zero at 2.
+        run("late", 0, [1.0, 1.0, 0.9, 0.5, 0.01], [0.2, 0.005, 0.0, 0.0]),
+        # R rises.
+        run("flat", 0, [1.0, 1.1, 1.2, 1.3, 1.5], [0.3, 0.2, 0.1, 0.05]),
+        # Falls, the training error never reaches zero: early (before it would).
+        run("never", 1, [2.0, 1.0, 0.5, 0.4, 0.2], [0.5, 0.4, 0.3, 0.2])])
+    w = pf.when_table(track).set_index("model")
+    assert w["when"].to_dict() == {"early": "early", "late": "late", "flat": "not at all",
+                                   "never": "early"}
+    assert w.loc["early", "epoch_half"] == 1 and w.loc["early", "epoch_zero"] == 4
+    assert w.loc["late", "epoch_half"] == 8 and w.loc["late", "epoch_zero"] == 2
+    assert w.loc["early", "fall"] == pytest.approx(100)
+    assert math.isnan(w.loc["never", "epoch_zero"]) and w.loc["never", "min_train_error"] == 0.2
+    text = pf.when_summary(w.reset_index())
+    assert "never: R_out x0.1 over 8 epochs, falls early in 1 of 1 seed(s); the training " \
+           "error never reached zero (lowest 20.0%)" in text

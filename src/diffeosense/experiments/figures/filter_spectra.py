@@ -108,7 +108,9 @@ def spectra_claims(homogeneous) -> list[dict[str, Any]]:
         if per_seed:
             shares.append(sum(per_seed) / len(per_seed))
         ev.append(f"{m}: " + "; ".join(lines) + f" (white {hm['white'].iloc[-1]:.3f})")
-    est = mean_over(shares, what="nets")
+    several = "seed" in homogeneous.columns and \
+        homogeneous.groupby("model")["seed"].nunique().max() > 1
+    est = mean_over(shares, what="nets (a net's seeds averaged first)" if several else "nets")
     return [{"text": "Training shifts the filter spectra to low Laplacian eigenvalues (spatial "
                      "pooling): the homogeneous share rises above its initial (white) value "
                      "in most conv layers.",

@@ -225,7 +225,8 @@ def mean_over_seeds(table):
         return table
     keys = ["model", "stage", "layer", "depth", "kind"]
     logs = ["D", "D_shuffled", "G", "G_shuffled", "R", "R_shuffled"]
-    g = table.assign(**{c: np.log(table[c]) for c in logs})
+    with np.errstate(divide="ignore"):  # a D of exactly 0 (a constant layer) stays 0
+        g = table.assign(**{c: np.log(table[c]) for c in logs})
     out = g.groupby(keys, sort=False)[[*logs, "channel_fraction"]].mean().reset_index()
     return out.assign(**{c: np.exp(out[c]) for c in logs})
 
@@ -240,8 +241,11 @@ def layerwise_claims(table) -> list[dict[str, Any]]:
     models = list(dict.fromkeys(table["model"]))
     out = []
 
+    several = "seed" in table.columns and table.groupby("model")["seed"].nunique().max() > 1
+    what = "nets (a net's seeds averaged first)" if several else "nets"
+
     def claim(text, values, sign, ev, magnitude=None, unit="log10"):
-        est = mean_over(values, what="nets")
+        est = mean_over(values, what=what)
         out.append({"text": text, "verdict": judge(est, sign, magnitude=magnitude),
                     "estimate": est.text(), "evidence": "; ".join(ev)
                     + f"; mean {unit} over nets {est.text()} ({est.method})"})
@@ -286,7 +290,7 @@ def layerwise_claims(table) -> list[dict[str, Any]]:
                 f"{o1.D_shuffled:.3g} vs {o1.D:.3g}")
 
     vals, ev = _per_net(table, models, share, share_text)
-    est = mean_over(vals, what="nets")
+    est = mean_over(vals, what=what)
     # 0 < share < 1: both bounds, each judged on the interval of the mean share.
     both = all_of([judge(est, +1), judge(type(est)(1 - est.value, 1 - est.hi, 1 - est.lo,
                                                     est.level, est.method), +1)])

@@ -319,7 +319,9 @@ def mean_rho_estimate(results, q: str, minus: str | None = None):
                 vals.append(r)
         return float(np.mean(vals)) if vals else math.nan
 
-    return bootstrap(len(models), stat, what="nets")
+    several = results.groupby(["noise", "model"])["seed"].nunique().max() > 1
+    return bootstrap(len(models), stat,
+                     what="nets (a net's seeds averaged first)" if several else "nets")
 
 
 def claims(results, corr) -> list[dict[str, Any]]:
