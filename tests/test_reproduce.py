@@ -116,3 +116,41 @@ def test_scale_2d_claims_count_an_error_of_zero_as_half_a_test_image():
     assert claims[0]["verdict"] in ("shown", "not shown", "contradicted")
     # The learning check: every net below 40 % error.
     assert claims[-1]["verdict"] == "shown"
+
+
+def test_the_report_sets_another_runs_claims_beside_its_own(tmp_path, monkeypatch):
+    import diffeosense.experiments.figure as fm
+
+    def run(cfg, ctx):
+        return fm.FigureOutput([], [
+            {"text": "x rises", "verdict": cfg, "estimate": f"{ctx.scale} [0, 1]",
+             "evidence": "e"},
+            {"text": f"only at {ctx.scale}", "verdict": None, "evidence": "e"}])
+
+    monkeypatch.setattr(fm, "_REGISTRY", dict(fm._REGISTRY))
+    fm.register_figure(fm.Figure("toy-claims", number=98,
+                                 presets={"quick": "not shown", "medium": "shown"}, run=run))
+    opts = rp.ReproduceOptions(progress=False)
+    rp.reproduce(["toy-claims"], "quick", tmp_path / "q", "cmd q", opts)
+    scale, claims = rp.recorded_claims(tmp_path / "q")
+    assert scale == "quick" and [c.verdict for c in claims] == ["not shown", None]
+    html = rp.reproduce(["toy-claims"], "medium", tmp_path / "m", "cmd m", opts,
+                        compare=tmp_path / "q").read_text()
+    root = ET.fromstring(html.split("\n", 1)[1])
+    table = next(t for t in root.iter("table") if t.find("thead") is not None and "claim" in
+                 [th.text for th in t.iter("th")])
+    assert [th.text for th in table.iter("th")][:5] == [
+        "claim", "this run", "estimate [95 % interval]", "quick (q)",
+        "its estimate [95 % interval]"]
+    rows = [["".join(td.itertext()) for td in tr.iter("td")] for tr in table.find("tbody")]
+    assert rows[0][:5] == ["x rises", "shown", "medium [0, 1]", "not shown", "quick [0, 1]"]
+    assert rows[1][:5] == ["only at medium", "cannot tell", "", "", ""]  # not judged there
+    # A folder without recorded claims: what to do.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "reproduce.json").write_text(json.dumps({"command": "the old one"}))
+    with pytest.raises(ValueError, match="records no claims.*the old one"):
+        rp.reproduce(["toy-claims"], "medium", tmp_path / "m2", "c", opts,
+                     compare=tmp_path / "old")
+    assert not (tmp_path / "m2").exists()
+    with pytest.raises(ValueError, match="no reproduce.json"):
+        rp.recorded_claims(tmp_path)

@@ -188,8 +188,11 @@ def _verdict(c: Claim) -> str:
 
 def render_report(title: str, figures: list[ReportFigure], claims: list[Claim],
                   config: Any, provenance: dict, command: str,
-                  notes: list[str] | None = None) -> str:
-    """The report as an HTML string (see the module docstring); figures are read from disk."""
+                  notes: list[str] | None = None,
+                  compare: tuple[str, list[Claim]] | None = None) -> str:
+    """The report as an HTML string (see the module docstring); figures are read from disk.
+    ``compare``: ``(label, claims of another run)``, shown beside this run's verdict and
+    estimate (matched by the claim's text; a claim the other run did not judge: blank)."""
     ids = [f.id for f in figures]
     if len(set(ids)) != len(ids):
         raise ValueError(f"figure ids must be unique, got {ids}")
@@ -215,13 +218,21 @@ def render_report(title: str, figures: list[ReportFigure], claims: list[Claim],
                  "on the paper's side (and a claimed magnitude is reached), <em>contradicted"
                  "</em> when it excludes zero on the other side, <em>not shown</em> otherwise "
                  "(95 % intervals: bootstrap over the nets, or t over seeds for slopes).</p>")
+    other = {c.text: c for c in compare[1]} if compare else {}
+    head = (f"<th>{_e(compare[0])}</th><th>its estimate [95 % interval]</th>"
+            if compare else "")
     parts.append('<table><thead><tr><th>claim</th><th>this run</th><th>estimate [95 % '
-                 'interval]</th><th>the numbers</th><th>figure</th></tr></thead><tbody>')
+                 f'interval]</th>{head}<th>the numbers</th><th>figure</th></tr></thead><tbody>')
     for c in claims:
         link = f'<a href="#fig-{_e(c.figure)}">{_e(c.figure)}</a>' if c.figure else ""
+        beside = ""
+        if compare:
+            o = other.get(c.text)
+            beside = (f'<td class="text">{_verdict(o) if o else ""}</td>'
+                      f'<td class="text">{_e(o.estimate or "") if o else ""}</td>')
         parts.append(f'<tr><td class="text">{_e(c.text)}</td><td class="text">{_verdict(c)}'
-                     f'</td><td class="text">{_e(c.estimate or "")}</td><td class="text">'
-                     f'{_e(c.evidence)}</td><td class="text">{link}</td></tr>')
+                     f'</td><td class="text">{_e(c.estimate or "")}</td>{beside}'
+                     f'<td class="text">{_e(c.evidence)}</td><td class="text">{link}</td></tr>')
     parts.append("</tbody></table>")
     for f in figures:
         png = base64.b64encode(Path(f.png).read_bytes()).decode()
@@ -244,7 +255,8 @@ def render_report(title: str, figures: list[ReportFigure], claims: list[Claim],
 
 def write_report(path: str | os.PathLike, title: str, figures: list[ReportFigure],
                  claims: list[Claim], config: Any, provenance: dict, command: str,
-                 notes: list[str] | None = None) -> Path:
+                 notes: list[str] | None = None,
+                 compare: tuple[str, list[Claim]] | None = None) -> Path:
     """Write :func:`render_report` atomically to ``path``; returns the path."""
     return _io.write_text(path, render_report(title, figures, claims, config, provenance,
-                                              command, notes))
+                                              command, notes, compare))

@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _o.add_data_options(p)
     _o.add_backend_options(p, workers_help="runs at once (default: the number of cores; "
                            "slurm: default array parallelism)")
+    p.add_argument("--compare", metavar="DIR", default=None,
+                   help="the --out folder of another reproduction (another scale, say): the "
+                   "report's claims table shows its verdicts and estimates beside this run's")
     p.add_argument("--dry-run", action="store_true",
                    help="list each figure's training runs (each once: figures share runs), "
                    "their folders under OUT/runs and status (done/partial/failed/new); run "
@@ -97,7 +100,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
                   + (f"  damaged: {r['problem']}" if r["problem"] else ""))
         return 0
     try:
-        report = reproduce(names, args.scale, args.out, command, opts)
+        report = reproduce(names, args.scale, args.out, command, opts, compare=args.compare)
     except KeyboardInterrupt:
         from pathlib import Path
 

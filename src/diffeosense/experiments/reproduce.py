@@ -33,8 +33,8 @@ from typing import Any
 from .._io import to_jsonable, write_json
 from .figure import FigureContext, ReproduceOptions, get_figure, list_figures
 
-__all__ = ["ReproduceOptions", "reproduce", "plan", "scales", "report_title", "first_run_seconds",
-           "time_note"]
+__all__ = ["ReproduceOptions", "reproduce", "plan", "recorded_claims", "scales", "report_title",
+           "first_run_seconds", "time_note"]
 
 
 def scales() -> tuple[str, ...]:
@@ -43,14 +43,16 @@ def scales() -> tuple[str, ...]:
 
 
 def reproduce(names: list[str], scale: str, out: str | Path, command: str,
-              opts: ReproduceOptions | None = None) -> Path:
+              opts: ReproduceOptions | None = None, compare: str | Path | None = None) -> Path:
     """Run the figures ``names`` (registered names, :func:`~.figure.list_figures`, or
     ``["all"]``) on their ``scale`` presets into ``out`` and write ``out/report.html``;
-    returns the report's path."""
+    returns the report's path. ``compare``: the folder of another reproduction (another
+    scale, say) whose claims the report shows beside this run's (:func:`recorded_claims`)."""
     from ..provenance import provenance
     from ..report import Claim, write_report
 
     opts = opts or ReproduceOptions()
+    other = _compared(compare) if compare is not None else None  # checked before any work
     known = scales()
     if scale not in known:
         raise ValueError(f"scale must be one of {known}, got {scale!r}")
@@ -80,20 +82,46 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
     first = first_run_seconds(out, configs, times, fresh)
     config = {"scale": scale, "figures": configs,
               "options": to_jsonable(opts), "seconds": times}
+    claims = [Claim(c["text"], c["verdict"], c["evidence"], c.get("figure"), c.get("estimate"))
+              for _, fo in outputs for c in fo.claims]
     write_json(out / "reproduce.json", {"command": command, **config,
                                         "first_run_seconds": first, "units_run": fresh,
+                                        "claims": [to_jsonable(c) for c in claims],
                                         "provenance": prov})
     notes = [f"Scale {scale}. " + time_note(times, first, fresh)]
     if skipped:
         notes.append(f"Not at this scale (no {scale} preset): {', '.join(skipped)}.")
     notes += [f"{name}: {fo.failed_runs} run(s) failed (error.txt in their folders)."
               for name, fo in outputs if fo.failed_runs]
-    claims = [Claim(c["text"], c["verdict"], c["evidence"], c.get("figure"), c.get("estimate"))
-              for _, fo in outputs for c in fo.claims]
     report_figures = [f for _, fo in outputs for f in fo.figures]
     return write_report(out / "report.html", report_title(figures, scale), report_figures,
                         claims, config, json.loads(json.dumps(to_jsonable(prov), default=str)),
-                        command, notes)
+                        command, notes, other)
+
+
+def recorded_claims(folder: str | Path) -> tuple[str, list]:
+    """``(scale, claims)`` of the reproduction in ``folder``, from its ``reproduce.json``
+    (:class:`~diffeosense.report.Claim` objects); ``ValueError`` saying what to do when the
+    folder holds none."""
+    from ..report import Claim
+
+    path = Path(folder) / "reproduce.json"
+    if not path.is_file():
+        raise ValueError(f"--compare {folder}: no reproduce.json there; give the --out folder "
+                         f"of an earlier 'diffeosense reproduce' run")
+    rec = json.loads(path.read_text())
+    if "claims" not in rec:
+        again = rec.get("command", "diffeosense reproduce ...")
+        raise ValueError(f"--compare {folder}: its reproduce.json records no claims (written "
+                         f"by an earlier version); run its command again there ({again}): "
+                         f"finished runs are not repeated, only the tables, figures and report "
+                         f"are made again")
+    return rec.get("scale", "?"), [Claim(**c) for c in rec["claims"]]
+
+
+def _compared(folder: str | Path) -> tuple[str, list]:
+    scale, claims = recorded_claims(folder)
+    return f"{scale} ({Path(folder).name})", claims
 
 
 def plan(names: list[str], scale: str, out: str | Path,
