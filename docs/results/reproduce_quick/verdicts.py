@@ -2,7 +2,14 @@
 recomputed from the committed tables of this folder (no run needed):
 
     python docs/results/reproduce_quick/verdicts.py > docs/results/reproduce_quick/verdicts.md
+
+With ``--record`` it also writes them into this folder's ``reproduce.json`` (key ``claims``,
+with ``claims_source`` naming this script), so that ``reproduce ... --compare
+docs/results/reproduce_quick`` sets them beside another run's; the run itself predates the
+recording of claims.
 """
+import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -30,3 +37,13 @@ print("| figure | claim | verdict | estimate [95 % interval] |")
 print("| --- | --- | --- | --- |")
 for fig, c in claims:
     print(f"| {fig} | {c['text']} | {c['verdict'] or 'cannot tell'} | {c['estimate'] or ''} |")
+if "--record" in sys.argv[1:]:
+    rec_path = HERE / "reproduce.json"
+    rec = json.loads(rec_path.read_text())
+    figures = {"Fig. 1": "noisy-correlations", "Fig. 3": "layerwise", "Fig. 4": "filter-spectra",
+               "Fig. 7": "scale-detection-1d", "Figs. 8-9": "scale-detection-2d"}
+    rec["claims"] = [{"text": c["text"], "verdict": c["verdict"], "evidence": c["evidence"],
+                      "figure": figures[fig], "estimate": c["estimate"]} for fig, c in claims]
+    rec["claims_source"] = ("re-judged from this folder's tables by verdicts.py (the run "
+                            "predates the recording of claims in reproduce.json)")
+    rec_path.write_text(json.dumps(rec, indent=2) + "\n")
