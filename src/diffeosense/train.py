@@ -34,6 +34,7 @@ Run folder layout (``out_dir``)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -83,6 +84,10 @@ CHECKPOINT_FORMAT = "diffeosense.checkpoint/1"
 _OPTIMIZERS = ("sgd", "adam", "auto")
 _SCHEDULES = ("cosine", "constant")
 _LOSSES = ("cross_entropy", "hinge")
+PRECISIONS = ("fp32", "bf16")
+# Fields added after runs were made, at the values that give the runs made before them: the
+# folder hashes leave them out at these values (experiments.run, cli.train).
+TRAIN_LATER_DEFAULTS = {"precision": "fp32", "channels_last": False, "compile": False}
 # Keys that may change between a run and its resumption without changing the weights.
 _RESUME_FREE_KEYS = {"device", "eval_batch_size", "keep_every", "data.root", "data.download"}
 
@@ -113,6 +118,15 @@ class TrainConfig:
         stop_at_zero_loss: after every epoch, evaluate the loss on the whole training set
             (eval mode, no augmentation; the training noise, if any, drawn afresh) and stop
             once it is exactly 0 (hinge: every margin y f(x) >= 1).
+        precision, channels_last, compile: the opt-in fast path (for GPUs; the defaults are
+            the plain fp32 loop). ``precision="bf16"``: the training forward pass and loss
+            under ``torch.autocast(bfloat16)`` (weights, gradients and optimizer in fp32; no
+            loss scaling needed), and the training loss is checked once per epoch instead of
+            after every batch (no host synchronization per batch: a diverging epoch is
+            refused at its end, and its weights are never checkpointed). ``channels_last``:
+            the model and 4D batches in ``torch.channels_last``. ``compile``: the training
+            forward through ``torch.compile`` (evaluation and checkpoints use the model
+            itself). Evaluation stays fp32. Resumption is bit-exact on either path.
     """
 
     model: str = "simplecnn"
@@ -131,6 +145,9 @@ class TrainConfig:
     eval_batch_size: int = 1000
     keep_every: int = 1
     stop_at_zero_loss: bool = False
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
@@ -150,6 +167,9 @@ class TrainConfig:
             raise ValueError("epochs must be >= 0 and batch sizes >= 1")
         if self.keep_every < 0:
             raise ValueError(f"keep_every must be >= 0, got {self.keep_every}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS} ('bf16': autocast "
+                             f"bfloat16 training, the fast path), got {self.precision!r}")
 
     # -- resolved recipe ------------------------------------------------------------------
     @property
@@ -490,6 +510,12 @@ class _Run:
     start: int = 1  # the first epoch still to run
     stopped: str = "epochs"
     initial_loss: float | None = None  # loss of the first batch, on the initial weights
+    compiled: nn.Module | None = None  # torch.compile(model) with TrainConfig.compile
+
+    @property
+    def forward(self) -> nn.Module:
+        """What the training loop calls: the compiled model, or the model itself."""
+        return self.compiled if self.compiled is not None else self.model
 
     @property
     def ckdir(self) -> Path | None:
@@ -568,8 +594,12 @@ def _start_or_resume(run: _Run, resume: bool) -> None:
 
 def _train_one_epoch(run: _Run, epoch: int, drop_last: bool, bar: Any) -> dict[str, Any]:
     """One pass of SGD over the shuffled training set; all its randomness from (seed, epoch).
-    Stops at the first batch whose loss is not finite, before that step changes the weights."""
-    cfg, model, opt, device = run.cfg, run.model, run.opt, run.device
+    Stops at the first batch whose loss is not finite, before that step changes the weights
+    (the fast path, ``precision="bf16"``: at the epoch's end, see :class:`TrainConfig`)."""
+    cfg, model, opt, device = run.cfg, run.forward, run.opt, run.device
+    fast = cfg.precision != "fp32"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if fast \
+        else contextlib.nullcontext()
     lr = cfg.lr_at(epoch)
     for group in opt.param_groups:
         group["lr"] = lr
@@ -585,9 +615,12 @@ def _train_one_epoch(run: _Run, epoch: int, drop_last: bool, bar: Any) -> dict[s
         batches = run.data.batches("train", cfg.batch_size, shuffle=True, generator=g,
                                    drop_last=drop_last)  # fmt: skip
         for i, (xb, yb) in enumerate(batches):
-            out = model(xb)
-            loss, errs = _loss_and_errors(out, yb, cfg.loss)
-            if not bool(torch.isfinite(loss.detach())):
+            if cfg.channels_last and xb.ndim == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                out = model(xb)
+            loss, errs = _loss_and_errors(out.float(), yb, cfg.loss)
+            if not fast and not bool(torch.isfinite(loss.detach())):
                 raise _diverged(run, epoch, f"train loss of batch {i + 1}", loss.item())
             if run.initial_loss is None:
                 run.initial_loss = loss.item()
@@ -721,6 +754,8 @@ def fit(
     data = _as_dataset(train, test, cfg).to(device)
     _check_labels(data, cfg.loss)
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     spec = model_spec or {"name": cfg.model, "kwargs": dict(cfg.model_kwargs)}
     run = _Run(
         model=model, opt=_make_optimizer(model, cfg), data=data, cfg=cfg,
@@ -730,6 +765,8 @@ def fit(
         prov=json.loads(json.dumps(to_jsonable(provenance()), default=str)),
         device=device, out_dir=Path(out_dir) if out_dir is not None else None,
     )  # fmt: skip
+    if cfg.compile:
+        run.compiled = torch.compile(model)  # shares the parameters: checkpoints unchanged
     if tracker is not None and hasattr(tracker, "check"):
         tracker.check(model, data, cfg)  # a bad schedule or layer: before any file is made
     if run.out_dir is None:

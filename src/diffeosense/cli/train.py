@@ -79,6 +79,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--keep-every", type=int, default=None,
                    help="keep a checkpoint every K epochs (0: only init/best/last; default 1)")
+    f = p.add_argument_group(
+        "fast path (opt-in, for GPUs; the default is the plain fp32 loop; resumption stays "
+        "bit-exact)")
+    f.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+                   help="bf16: the training forward and loss under bfloat16 autocast (fp32 "
+                   "weights and optimizer; the loss checked once per epoch, not per batch); "
+                   "default fp32")
+    f.add_argument("--channels-last", action="store_true", default=None,
+                   help="the model and 4D batches in channels_last memory format")
+    f.add_argument("--compile", action="store_true", default=None,
+                   help="the training forward through torch.compile")
     p.add_argument("--config", default=None,
                    help="JSON file with a TrainConfig (e.g. a run's config.json); the options "
                    "given on the command line override its values")
@@ -159,7 +170,8 @@ _OPTIONS = {
     "keep_every": "keep_every", "data": "data.name", "data_root": "data.root", "P": "data.P",
     "data_seed": "data.seed", "augment": "data.augment", "noise": "data.noise",
     "noise_on": "data.noise_on", "no_download": "data.download", "resize": "data.resize",
-    "crop": "data.crop", "normalize": "data.normalize",
+    "crop": "data.crop", "normalize": "data.normalize", "precision": "precision",
+    "channels_last": "channels_last", "compile": "compile",
 }  # fmt: skip
 
 
@@ -222,11 +234,13 @@ def _folder_hash(cfg) -> str:
     their defaults (the folders of earlier runs are still found)."""
     from ..data.datasets import DATA_LATER_DEFAULTS
     from ..provenance import config_hash
+    from ..train import TRAIN_LATER_DEFAULTS
 
     d = cfg.to_dict()
-    for key, default in DATA_LATER_DEFAULTS.items():
-        if d["data"].get(key, default) == default:
-            d["data"].pop(key, None)
+    for node, later in ((d["data"], DATA_LATER_DEFAULTS), (d, TRAIN_LATER_DEFAULTS)):
+        for key, default in later.items():
+            if node.get(key, default) == default:
+                node.pop(key, None)
     return config_hash(d)
 
 

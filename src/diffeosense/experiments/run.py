@@ -46,7 +46,7 @@ from typing import Any
 from .._io import dataclass_from_dict, to_jsonable, write_json
 from ..data.datasets import DATA_LATER_DEFAULTS
 from ..provenance import config_hash, provenance
-from ..train import TrainConfig
+from ..train import TRAIN_LATER_DEFAULTS, TrainConfig
 
 __all__ = [
     "RunConfig", "run", "run_in", "run_dir", "run_status", "run_problem", "load_run", "STAGES",
@@ -63,7 +63,8 @@ _HASH_FREE = {("train", "device"), ("train", "data", "root"), ("train", "data", 
 # Fields added after runs were made (a path of keys), left out of the hash at these values
 # so that the folders of those runs are still found.
 _LATER_DEFAULTS = {("probe_order",): "split", ("views",): None, ("track",): None,
-                   **{("train", "data", k): v for k, v in DATA_LATER_DEFAULTS.items()}}
+                   **{("train", "data", k): v for k, v in DATA_LATER_DEFAULTS.items()},
+                   **{("train", k): v for k, v in TRAIN_LATER_DEFAULTS.items()}}
 PROBE_ORDERS = ("split", "balanced")
 VIEWS = ("full", "channel", "channel-mean")
 # measure()'s own arguments that RunConfig sets itself: not allowed in measure_kwargs.
