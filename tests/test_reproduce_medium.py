@@ -126,3 +126,22 @@ def test_a_tiny_medium_preset_runs_end_to_end_and_resumes(tmp_path, monkeypatch)
     assert len(done) == 3 * 2 * 3 + 1
     rp.reproduce(["all"], "medium", out, "again", opts)
     assert {p: p.stat().st_mtime_ns for p in done} == done
+
+
+def test_the_fast_training_path_makes_other_runs_and_only_where_it_applies(tmp_path, capsys):
+    fast = rp.ReproduceOptions(train={"precision": "bf16", "channels_last": True})
+    rows = {r["hash"] for r in rp.plan(["noisy-training"], "medium", tmp_path)}
+    fast_rows = rp.plan(["noisy-training"], "medium", tmp_path, fast)
+    assert len(fast_rows) == len(rows) and not rows & {r["hash"] for r in fast_rows}
+    (rc,) = [c for c in pf.run_configs(pf.PRESETS["medium"], train=fast.train)
+             if c.train.model == "efficientnetb0"]
+    assert (rc.train.precision, rc.train.channels_last, rc.train.compile) == ("bf16", True, False)
+    with pytest.raises(ValueError, match="scale-detection trains its own way"):
+        rp.reproduce(["all"], "quick", tmp_path / "o", "cmd", fast)
+    with pytest.raises(ValueError, match="fast-path fields"):
+        rp.reproduce(["noisy-training"], "quick", tmp_path / "o", "cmd",
+                     rp.ReproduceOptions(train={"epochs": 1}))
+    assert not (tmp_path / "o").exists()
+    assert main(["reproduce", "layerwise", "--scale", "medium", "--precision", "bf16",
+                 "--out", str(tmp_path / "f"), "--dry-run"]) == 0
+    assert "13 new" in capsys.readouterr().out

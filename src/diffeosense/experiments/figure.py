@@ -60,6 +60,7 @@ class ReproduceOptions:
     backend_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
     data: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -64,6 +64,17 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
     if not figures:
         raise ValueError(f"name at least one figure: {', '.join(list_figures())}, all")
     presets = {f.name: f.preset(scale) for f in figures}  # before any work: a missing preset
+    if opts.train:
+        from ..train import TRAIN_LATER_DEFAULTS as fast
+
+        if not set(opts.train) <= set(fast):
+            raise ValueError(f"ReproduceOptions.train takes the fast-path fields {sorted(fast)} "
+                             f"only, got {sorted(opts.train)}")
+        other = [f.name for f in figures if f.units is None]
+        if other:
+            raise ValueError(f"the fast training path ({', '.join(sorted(opts.train))}) applies "
+                             f"to the figures whose units are training runs; {', '.join(other)} "
+                             f"trains its own way: run it without these options")
     out = Path(out)
     # Taken before any work: the commit and versions of the code that runs (a checkout that
     # moves on during a long run must not be credited with its results).

@@ -129,7 +129,8 @@ def run(cfg: FilterSpectraConfig, ctx: FigureContext) -> FigureOutput:
     from ...report import ReportFigure
 
     configs = nt.run_configs(cfg.training, device=ctx.options.device,
-                             data_root=ctx.options.data_root, data=ctx.options.data)
+                             data_root=ctx.options.data_root, data=ctx.options.data,
+                             train=ctx.options.train)
     failed = ctx.sweep(configs)
     ctx.require_done(configs)
     full, homo = spectra_tables(configs, ctx.runs)
@@ -157,4 +158,5 @@ def run(cfg: FilterSpectraConfig, ctx: FigureContext) -> FigureOutput:
 register_figure(Figure(
     "filter-spectra", number=4, presets=PRESETS, run=run,
     summary="Fig. 4: Laplacian spectra of the filters (homogeneous share), init vs trained",
-    units=lambda cfg, o: nt.run_configs(cfg.training, o.device, o.data_root, o.data)))
+    units=lambda cfg, o: nt.run_configs(cfg.training, o.device, o.data_root, o.data,
+                                        o.train)))

@@ -113,10 +113,11 @@ PRESETS: dict[str, LayerwiseConfig] = {
 
 
 def run_configs(cfg: LayerwiseConfig, device: str = "cpu",
-                data_root: str | None = None, data: dict[str, Any] | None = None
-                ) -> list[RunConfig]:
+                data_root: str | None = None, data: dict[str, Any] | None = None,
+                train: dict[str, Any] | None = None) -> list[RunConfig]:
     """The training runs (identical to the clean noisy-training runs: shared hash folders)."""
-    return nt.run_configs(cfg.training, device=device, data_root=data_root, data=data)
+    return nt.run_configs(cfg.training, device=device, data_root=data_root, data=data,
+                          train=train)
 
 
 def checkpoints(rc: RunConfig, runs: Path) -> dict[str, Path]:
@@ -405,7 +406,7 @@ def run(cfg: LayerwiseConfig, ctx: FigureContext) -> FigureOutput:
     from ...report import ReportFigure
 
     configs = run_configs(cfg, device=ctx.options.device, data_root=ctx.options.data_root,
-                          data=ctx.options.data)
+                          data=ctx.options.data, train=ctx.options.train)
     failed = ctx.sweep(configs)
     ctx.require_done(configs)
     table = layerwise_tables(cfg, configs, ctx.runs, ctx.out, device=ctx.options.device)
@@ -453,4 +454,4 @@ def run(cfg: LayerwiseConfig, ctx: FigureContext) -> FigureOutput:
 register_figure(Figure(
     "layerwise", number=3, presets=PRESETS, run=run,
     summary="Fig. 3: D_k, G_k, R_k by layer, original vs channel-shuffled nets",
-    units=lambda cfg, o: run_configs(cfg, o.device, o.data_root, o.data)))
+    units=lambda cfg, o: run_configs(cfg, o.device, o.data_root, o.data, o.train)))

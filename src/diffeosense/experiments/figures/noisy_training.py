@@ -189,11 +189,13 @@ PRESETS: dict[str, NoisyTrainingConfig] = {
 
 
 def run_configs(cfg: NoisyTrainingConfig, device: str = "cpu",
-                data_root: str | None = None, data: dict[str, Any] | None = None
-                ) -> list[RunConfig]:
+                data_root: str | None = None, data: dict[str, Any] | None = None,
+                train: dict[str, Any] | None = None) -> list[RunConfig]:
     """The sweep's units: one :class:`RunConfig` per (net, noise, seed), in that order;
     ``data``: DataConfig fields replacing the preset's (``name`` for ``dataset``, ``resize``,
-    ...; :attr:`~diffeosense.experiments.figure.ReproduceOptions.data`)."""
+    ...; :attr:`~diffeosense.experiments.figure.ReproduceOptions.data`); ``train``: the
+    fast-path TrainConfig fields (:attr:`~diffeosense.experiments.figure.ReproduceOptions.
+    train`)."""
     out = []
     for net in cfg.nets:
         for s in cfg.noises:
@@ -201,13 +203,14 @@ def run_configs(cfg: NoisyTrainingConfig, device: str = "cpu",
                 dc = DataConfig(**{"name": cfg.dataset, "P": cfg.P, "augment": cfg.augment,
                                    "noise": float(s), "noise_on": "both", "root": data_root,
                                    **(data or {})})
-                train = TrainConfig(
+                tc = TrainConfig(
                     model=net.model, model_kwargs=copy.deepcopy(net.model_kwargs), data=dc,
                     epochs=net.epochs or cfg.epochs, batch_size=cfg.batch_size,
                     optimizer=net.optimizer, lr=net.lr, weight_decay=net.weight_decay,
-                    schedule=cfg.schedule, seed=seed, device=device, keep_every=0)
+                    schedule=cfg.schedule, seed=seed, device=device, keep_every=0,
+                    **(train or {}))
                 track = cfg.track if net.track and s == 0 and cfg.track is not None else None
-                out.append(RunConfig(train=train, layers=["output"], stages=[cfg.stage],
+                out.append(RunConfig(train=tc, layers=["output"], stages=[cfg.stage],
                                      n_probes=cfg.n_probes, probe_noise="train", seed=0,
                                      track=copy.deepcopy(track)))
     return out
@@ -382,7 +385,7 @@ def run(cfg: NoisyTrainingConfig, ctx: FigureContext) -> FigureOutput:
     from ...report import ReportFigure
 
     configs = run_configs(cfg, device=ctx.options.device, data_root=ctx.options.data_root,
-                          data=ctx.options.data)
+                          data=ctx.options.data, train=ctx.options.train)
     failed = ctx.sweep(configs)
     done = ctx.require_done(configs, at_least=3)
     results = results_table(cfg, done, ctx.runs)
@@ -422,4 +425,4 @@ def run(cfg: NoisyTrainingConfig, ctx: FigureContext) -> FigureOutput:
 register_figure(Figure(
     "noisy-training", number=1, presets=PRESETS, run=run,
     summary="Fig. 1: test error against D, G, R of nets trained with noise",
-    units=lambda cfg, o: run_configs(cfg, o.device, o.data_root, o.data)))
+    units=lambda cfg, o: run_configs(cfg, o.device, o.data_root, o.data, o.train)))
