@@ -56,10 +56,7 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
     known = scales()
     if scale not in known:
         raise ValueError(f"scale must be one of {known}, got {scale!r}")
-    skipped = []
-    if names == ["all"]:  # every figure that has a preset at this scale
-        names = [n for n in list_figures() if scale in get_figure(n).presets]
-        skipped = [n for n in list_figures() if n not in names]
+    names, skipped = _figure_names(names, scale)
     figures = [get_figure(n) for n in names]  # unknown names: ValueError listing the known
     if not figures:
         raise ValueError(f"name at least one figure: {', '.join(list_figures())}, all")
@@ -70,11 +67,12 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
         if not set(opts.train) <= set(fast):
             raise ValueError(f"ReproduceOptions.train takes the fast-path fields {sorted(fast)} "
                              f"only, got {sorted(opts.train)}")
-        other = [f.name for f in figures if f.units is None]
-        if other:
+        own_way = [f.name for f in figures if f.units is None]
+        if own_way:
             raise ValueError(f"the fast training path ({', '.join(sorted(opts.train))}) applies "
-                             f"to the figures whose units are training runs; {', '.join(other)} "
-                             f"trains its own way: run it without these options")
+                             f"to the figures whose units are training runs; "
+                             f"{', '.join(own_way)} trains its own way: run it without these "
+                             f"options")
     out = Path(out)
     # Taken before any work: the commit and versions of the code that runs (a checkout that
     # moves on during a long run must not be credited with its results).
@@ -108,6 +106,15 @@ def reproduce(names: list[str], scale: str, out: str | Path, command: str,
     return write_report(out / "report.html", report_title(figures, scale), report_figures,
                         claims, config, json.loads(json.dumps(to_jsonable(prov), default=str)),
                         command, notes, other)
+
+
+def _figure_names(names: list[str], scale: str) -> tuple[list[str], list[str]]:
+    """``(names, skipped)``: ``["all"]`` is every figure with a preset at ``scale`` (the
+    others are ``skipped``); other names as given."""
+    if names != ["all"]:
+        return names, []
+    have = [n for n in list_figures() if scale in get_figure(n).presets]
+    return have, [n for n in list_figures() if n not in have]
 
 
 def recorded_claims(folder: str | Path) -> tuple[str, list]:
@@ -149,8 +156,7 @@ def plan(names: list[str], scale: str, out: str | Path,
     opts = opts or ReproduceOptions()
     if scale not in scales():
         raise ValueError(f"scale must be one of {scales()}, got {scale!r}")
-    if names == ["all"]:
-        names = [n for n in list_figures() if scale in get_figure(n).presets]
+    names, _ = _figure_names(names, scale)
     rows, seen = [], {}
     for fig in (get_figure(n) for n in names):
         cfg = fig.preset(scale)
