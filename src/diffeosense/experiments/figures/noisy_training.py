@@ -159,7 +159,7 @@ PRESETS: dict[str, NoisyTrainingConfig] = {
             "10.5 %), ResNet-18 0.05 (0.074, 10.9 %; at 0.01: 0.078, 12.1 %). Epochs: 10 for "
             "the VGGs and ResNet (VGG11-BN's and ResNet's training loss is at 0.013-0.07 "
             "after 10; VGG11's is not at its plateau, 0.46, a budget limit); the curves of LeNet (15 epochs), AlexNet (10) and the fully "
-            "connected nets (15) were still falling 1-4 % per epoch at their end, so they "
+            "connected nets (15) were still falling 1-5 % per epoch at their end, so they "
             "train 20-30 epochs (cheap), whether that reaches the plateau is in their "
             "histories (metrics.jsonl). The clean runs of the nets of Fig. 3 track D, G, R "
             "of every layer at log-spaced epochs (200 test probes). Fashion-MNIST images "
