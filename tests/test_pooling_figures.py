@@ -17,7 +17,7 @@ from diffeosense.experiments.figures import noisy_training as nt
 
 
 def test_presets_train_the_clean_runs_of_the_noisy_grid():
-    for scale in ("quick", "paper"):
+    for scale in ("quick", "paper"):  # medium: tests/test_reproduce_medium.py
         clean = {rc.hash() for rc in nt.run_configs(nt.PRESETS[scale])
                  if rc.train.data.noise == 0}
         mine = {rc.hash() for rc in pf.run_configs(pf.PRESETS[scale])}

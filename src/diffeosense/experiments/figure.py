@@ -29,7 +29,7 @@ finds every module of the package by itself, so adding a figure is adding one fi
 >>> sorted(list_figures())
 ['filter-spectra', 'layerwise', 'noisy-training', 'scale-detection']
 >>> get_figure("layerwise").scales
-('quick', 'paper')
+('quick', 'medium', 'paper')
 """
 
 from __future__ import annotations
