@@ -619,7 +619,7 @@ def _train_one_epoch(run: _Run, epoch: int, drop_last: bool, bar: Any) -> dict[s
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast:
                 out = model(xb)
-            loss, errs = _loss_and_errors(out.float(), yb, cfg.loss)
+            loss, errs = _loss_and_errors(out.float() if fast else out, yb, cfg.loss)
             if not fast and not bool(torch.isfinite(loss.detach())):
                 raise _diverged(run, epoch, f"train loss of batch {i + 1}", loss.item())
             if run.initial_loss is None:
