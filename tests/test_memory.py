@@ -104,3 +104,16 @@ def test_progress_prints_the_plan_before_the_rest(capsys):
     text = err.err + err.out
     assert "measure: 20 probes x" in text and "in batches of 5" in text
     assert "estimated peak" in text and "4 batches" in text
+
+
+def test_the_automatic_budget_degrades_to_one_probe_at_a_time(monkeypatch):
+    import diffeosense._memory as mem
+
+    monkeypatch.setattr(mem, "_available_ram", lambda: 2 * mem.WORKSPACE)  # nothing left
+    net, x = _net(), torch.randn(6, 3, 16, 16)
+    with pytest.warns(UserWarning, match="one probe at a time"):
+        res = measure(net, x, n_probes=6, batch_size=4)
+    assert res.config["batch_size"] == 1
+    ref = measure(net, x, n_probes=6, batch_size=4, max_memory=None)
+    torch.testing.assert_close(torch.tensor(res.table["D"].values),
+                               torch.tensor(ref.table["D"].values), rtol=1e-5, atol=1e-12)

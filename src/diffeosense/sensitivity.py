@@ -660,10 +660,11 @@ def _measure(
             chosen = select_layers(tap.layers, layers)
             components = cfg.statistic == "component-median"
             plan = _memory_plan(model, tap, chosen, first, cfg, device)
-            if plan is not None and plan.batch_size(plan.budget, cfg.batch_size) < first.shape[0]:
+            fits = _fitting_batch(plan, cfg) if plan is not None else first.shape[0]
+            if fits < first.shape[0]:
                 # Re-cut the probes into the batches that fit (the same batches as a run asked
                 # for that batch size: consecutive probes), before any is measured.
-                cfg.batch_size = plan.batch_size(plan.budget, cfg.batch_size)
+                cfg.batch_size = fits
                 batches = _iter_probes(_chain(first, batches), cfg.n_probes, cfg.batch_size)
                 first = next(batches)
             accs = {layer.name: _LayerAcc(layer, cfg.channels, cfg.se_block, components)
@@ -711,6 +712,21 @@ def _measure(
     if plan is not None:
         meta = {**meta, "peak_memory_estimate": plan.peak(cfg.batch_size)}
     return _result(accs, cfg, start, tap.method, meta, provenance())
+
+
+def _fitting_batch(plan, cfg: MeasureConfig) -> int:
+    """The batch size that fits ``plan.budget``; with the automatic budget (half the free
+    memory) a measurement that does not fit even one probe at a time is not refused: it
+    runs one probe at a time, with a warning (the explicit ``max_memory`` refuses)."""
+    try:
+        return plan.batch_size(plan.budget, cfg.batch_size)
+    except ValueError as e:
+        if cfg.max_memory != "auto":
+            raise
+        warnings.warn(f"{e}. With max_memory='auto' the measurement goes on one probe at a "
+                      f"time; set max_memory to what it may take to silence this",
+                      stacklevel=4)
+        return 1
 
 
 def _memory_plan(model: nn.Module, tap: LayerTap, chosen, first: Tensor, cfg: MeasureConfig,
