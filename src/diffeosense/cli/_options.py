@@ -331,6 +331,26 @@ _DATA_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def add_fast_path_options(parser: argparse.ArgumentParser, title: str) -> None:
+    """``--precision``, ``--channels-last``, ``--compile``: the opt-in fast-path fields of
+    :class:`~diffeosense.train.TrainConfig` (default None: not given)."""
+    f = parser.add_argument_group(title)
+    f.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+                   help="bf16: the training forward and loss under bfloat16 autocast (fp32 "
+                   "weights and optimizer; the loss checked once per epoch, not per batch); "
+                   "default fp32")
+    f.add_argument("--channels-last", action="store_true", default=None,
+                   help="the model and 4D batches in channels_last memory format")
+    f.add_argument("--compile", action="store_true", default=None,
+                   help="the training forward through torch.compile")
+
+
+def fast_path_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The fast-path fields given by :func:`add_fast_path_options`'s flags, by field name."""
+    return {k: getattr(args, k) for k in ("precision", "channels_last", "compile")
+            if getattr(args, k) is not None}
+
+
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     """``--resize``, ``--crop``, ``--normalize``: the image fields of
     :class:`~diffeosense.data.DataConfig`, for every command that takes ``--data``."""

@@ -53,13 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _o.add_data_options(p)
     _o.add_backend_options(p, workers_help="runs at once (default: the number of cores; "
                            "slurm: default array parallelism)")
-    f = p.add_argument_group("fast training path (opt-in, for GPUs: other runs, other folders)")
-    f.add_argument("--precision", default=None, choices=["fp32", "bf16"],
-                   help="bf16: train under bfloat16 autocast (see train --help)")
-    f.add_argument("--channels-last", action="store_true", default=None,
-                   help="models and batches in channels_last memory format")
-    f.add_argument("--compile", action="store_true", default=None,
-                   help="the training forward through torch.compile")
+    _o.add_fast_path_options(p, "fast training path (opt-in, for GPUs: other runs, other "
+                             "folders)")
     p.add_argument("--compare", metavar="DIR", default=None,
                    help="the --out folder of another reproduction (another scale, say): the "
                    "report's claims table shows its verdicts and estimates beside this run's")
@@ -78,8 +73,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     _o.check_device(args.device, backend)
     data = {k: v for k, v in {"name": args.data, **_o.data_options(args)}.items()
             if v is not None}
-    train = {k: v for k, v in {"precision": args.precision, "channels_last": args.channels_last,
-                               "compile": args.compile}.items() if v is not None}
+    train = _o.fast_path_options(args)
     opts = ReproduceOptions(backend=backend, workers=workers, device=args.device,
                             data_root=args.data_root, backend_options=options,
                             progress=not args.no_progress, data=data, train=train)

@@ -79,17 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--keep-every", type=int, default=None,
                    help="keep a checkpoint every K epochs (0: only init/best/last; default 1)")
-    f = p.add_argument_group(
-        "fast path (opt-in, for GPUs; the default is the plain fp32 loop; resumption stays "
-        "bit-exact)")
-    f.add_argument("--precision", default=None, choices=["fp32", "bf16"],
-                   help="bf16: the training forward and loss under bfloat16 autocast (fp32 "
-                   "weights and optimizer; the loss checked once per epoch, not per batch); "
-                   "default fp32")
-    f.add_argument("--channels-last", action="store_true", default=None,
-                   help="the model and 4D batches in channels_last memory format")
-    f.add_argument("--compile", action="store_true", default=None,
-                   help="the training forward through torch.compile")
+    _o.add_fast_path_options(p, "fast path (opt-in, for GPUs; the default is the plain fp32 "
+                             "loop; resumption stays bit-exact)")
     p.add_argument("--config", default=None,
                    help="JSON file with a TrainConfig (e.g. a run's config.json); the options "
                    "given on the command line override its values")
