@@ -12,6 +12,18 @@ Legs, in one run (interleaved repeats, min and median reported):
   for the like-for-like ratio.
 * ``memory``: peak resident memory (``ru_maxrss`` of a fresh subprocess) of ``ours`` at
   ``--n-probes`` and ``--n-large`` probes: bounded by one batch, not by N.
+* ``profile``: where the time of ``ours`` goes, from the ``record_function`` labels that
+  ``measure`` sets (``torch.profiler``, one extra run): setup (tracing), perturbations
+  (per-probe sampling, the deformation, the matched noise), the forward pass through the
+  layer taps, the reductions inside it (numerators, moments), the finite check and the
+  summaries (tables, error bars); beside them the same batches' plain forward passes
+  (``net(x)``) and the forward through the taps with a sink that does nothing, so that the
+  taps' own cost (``tap_overhead``) shows.
+
+CPU timings depend on glibc's allocator: every tensor above its mmap threshold (at most
+32 MB by default) is fresh pages, page-faulted at each allocation; with
+``MALLOC_MMAP_THRESHOLD_`` set high such tensors are reused from the heap instead. The
+JSON records the ``MALLOC_*`` variables the run had, so both settings can be compared.
 
 Inputs are random CIFAR-shaped images ``[N, 3, 32, 32]`` (timing does not depend on content).
 Writes ``benchmarks/results/bench_sensitivity.json``.
@@ -108,6 +120,49 @@ def published(net, x, batch_size, device):
     return out
 
 
+LABELS = ("setup", "perturb", "forward", "reduce", "check", "summaries")
+
+
+def profile(net, x, batch_size, device) -> dict:
+    """Seconds per ``measure`` phase (its ``record_function`` labels), beside plain and tapped
+    forward passes of the same batches (3 streams each)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from diffeosense.layers import LayerTap
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                     if torch.device(device).type == "cuda" else [])
+    with torch_profile(activities=acts) as prof:
+        t = timed(ours, net, x, batch_size, device)
+    phases = {e.key.rsplit(".", 1)[-1]: e.cpu_time_total / 1e6 for e in prof.key_averages()
+              if e.key.startswith("diffeosense.measure.")}
+    net = net.to(device).eval()
+    batches = [torch.cat([x[s:s + batch_size]] * 3).to(device)
+               for s in range(0, x.shape[0], batch_size)]
+    with torch.no_grad():
+        tap = LayerTap(net, batches[0][:2])
+        names = tap.names
+
+        def plain():
+            for b in batches:
+                net(b)
+            sync(device)
+
+        def tapped():
+            for b in batches:
+                tap(b, lambda name, t: None, names)
+            sync(device)
+
+        plain_s, tapped_s = timed(plain), timed(tapped)
+    out = {k: phases.get(k, 0.0) for k in LABELS}
+    out["forward_without_reduce"] = out["forward"] - out["reduce"]
+    return {"measure_s_profiled": t, "phases_s": out, "plain_forward_s": plain_s,
+            "tapped_forward_noop_s": tapped_s, "tap_overhead": tapped_s / plain_s,
+            "note": "phases from torch.profiler (its own overhead included); the plain and "
+                    "tapped forwards are timed without the profiler, right after"}
+
+
 def timed(fn, *args):
     t = time.perf_counter()
     fn(*args)
@@ -166,10 +221,11 @@ def main() -> int:
                    help="probes for the store-everything leg (memory grows with N)")
     p.add_argument("--memory-model", default="vgg11")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
     p.add_argument("--out", default=str(HERE / "results" / "bench_sensitivity.json"))
+    p.add_argument("--no-memory", action="store_true", help="skip the memory leg")
     p.add_argument("--memory-only", action="store_true",
                    help="rerun only the memory leg, updating the JSON at --out")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -186,7 +242,13 @@ def main() -> int:
         _io.write_json(args.out, report)
         print(f"wrote {args.out}")
         return 0
+    import os
+
     report = {"benchmark": "bench_sensitivity", "device": args.device,
+              "goal": "ours <= 1.25x bare (ratio_ours_over_bare_min) on ResNet-18 and VGG-11, "
+                      "32 px, 512 probes, 2 threads",
+              "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+              "load_average_before": os.getloadavg(),
               "threads": torch.get_num_threads(), "batch_size": args.batch_size,
               "n_probes": args.n_probes, "provenance": provenance(), "models": {}}
     x = data(args.n_probes)
@@ -210,6 +272,7 @@ def main() -> int:
         # loosely (same distributions), and the denominators' convention (cdist incl. diag).
         n_layers = len(full)
         entry = {name: summary(v) for name, v in t.items()}
+        entry["profile"] = profile(net, x, args.batch_size, args.device)
         entry["n_layers"] = n_layers
         entry["ratio_ours_over_bare_min"] = min(t["ours"]) / min(t["bare"])
         entry["ratio_ours_over_bare_median"] = (statistics.median(t["ours"])
@@ -220,8 +283,10 @@ def main() -> int:
                                                      float(pub["output"][0])]
         report["models"][name] = entry
         print(name, json.dumps({k: v for k, v in entry.items() if "ratio" in k or k ==
-                                "n_layers"}), flush=True)
-    report["memory"] = run_memory(args)
+                                "n_layers"}), json.dumps(entry["profile"]), flush=True)
+    if not args.no_memory:
+        report["memory"] = run_memory(args)
+    report["load_average_after"] = os.getloadavg()
     _io.write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0

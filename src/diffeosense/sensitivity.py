@@ -8,10 +8,13 @@ For the representation ``f`` at a layer (flattened over channels and space; scie
 
 with ``eta = xi / ||xi|| * ||tau x - x||`` matched to *each probe's own* diffeo (replayed, not
 re-sampled). One forward pass of the concatenated batch ``[x; tau x; x + eta]`` gathers every
-layer, and each layer is reduced as soon as it is produced: per-probe numerators
-``||f(tau x) - f(x)||^2`` (the norm accumulated in the representation's dtype, ~1e-8 relative for
-float32, then float64), and the denominator ``2 * sum_j Var(f_j)`` in float64 with shifted
-streaming sums (``_stats.StreamingMoments``). Memory is bounded by one batch plus O(d) per
+layer, and each layer is reduced as soon as it is produced, in cache-sized chunks of probes:
+per-probe numerators ``||f(tau x) - f(x)||^2`` and the denominator ``2 * sum_j Var(f_j)`` from
+shifted streaming sums (``_stats.BlockMoments``), both reduced in the working dtype
+``promote(dtype, float32)`` and accumulated across probes in float64. For float32 layers the
+relative error this allows is ~1e-8 per probe at a few hundred components and a few 1e-6 at
+65536 (measured; ``_stats.StreamingMoments`` has the analysis), four orders of magnitude below
+the statistical error of a few hundred probes. Memory is bounded by one batch plus O(d) per
 layer, never O(n_probes * d): only the per-probe numerators (scalars; ``[N, C]`` with
 ``channels=True``) are kept, for medians and error bars.
 
@@ -47,7 +50,7 @@ Conventions (parameters, all tested):
 * Randomness: one base seed is drawn from ``generator`` (or given as ``seed``); probe ``i`` gets
   its own CPU generator seeded with ``hash(base, i)``, from which its diffeo and then its noise
   direction are drawn. Results therefore do not depend on ``batch_size`` (up to the float32
-  rounding of the model's batched kernels), and ``seed=result.config["seed"]`` replays a run.
+  rounding of the model's batched kernels and of the sums over a batch's rows), and ``seed=result.config["seed"]`` replays a run.
 * Standard errors (delta method): the numerator's from the per-probe values (mean: ``s / sqrt N``;
   median: bootstrap over probes), the denominator's from the spread of the denominators of fixed
   blocks of ``se_block`` probes (omitted with fewer than two blocks), assumed independent of the
@@ -83,9 +86,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from . import _io
-from ._stats import DENOMINATORS, StreamingMoments, ratio_se
+from ._stats import DENOMINATORS, BlockMoments, StreamingMoments, ratio_se
 from .layers import Layer, LayerSpec, LayerTap, select_layers
 
 __all__ = ["MeasureConfig", "SensitivityResult", "measure", "aggregate"]
@@ -95,6 +99,9 @@ BATCHNORMS = ("eval", "batch")
 COLUMNS = ["layer", "depth", "kind", "view", "channel", "D", "G", "R", "D_se", "G_se", "R_se",
            "num_D", "num_G", "denominator", "n_probes", "size"]
 _MASK64 = (1 << 64) - 1
+# Working set of one reduction step per stream (see _ViewAcc.update): a few of these fit the
+# L3 cache of a laptop or server CPU, and a step still covers many probes of a small layer.
+CHUNK_BYTES = 4 << 20
 
 
 @dataclass
@@ -264,6 +271,22 @@ class _Perturber:
 
 
 # ------------------------------------------------------------------ reduction
+class _Scratch:
+    """Work buffers of the reductions, reused across chunks, layers and batches: one per
+    role, dtype and device, grown on demand (at most a few ``CHUNK_BYTES``)."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple, Tensor] = {}
+
+    def get(self, role: str, shape: tuple[int, ...], dtype: torch.dtype,
+            device: torch.device) -> Tensor:
+        n, key = math.prod(shape), (role, dtype, device)
+        buf = self._bufs.get(key)
+        if buf is None or buf.numel() < n:
+            buf = self._bufs[key] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(shape)
+
+
 class _ViewAcc:
     """Accumulators of one view (full / channel-resolved / channel-mean) of one layer."""
 
@@ -271,72 +294,95 @@ class _ViewAcc:
         self.components = components
         self.ca: list[Tensor] = []  # per-component squared differences [B, G, m] (float32)
         self.cb: list[Tensor] = []
-        self.moments = StreamingMoments()
-        self.block = StreamingMoments()
-        self.block_dens: list[Tensor] = []
+        self.blocks = BlockMoments(se_block)  # the clean stream's moments, in fixed blocks
         self.se_block = se_block
         self.a: list[Tensor] = []  # per-probe D numerators [B, G]
         self.b: list[Tensor] = []  # per-probe G numerators [B, G]
+        self.moments = StreamingMoments()  # set by finish()
+        self.block_dens: list[Tensor] = []
 
-    def update(self, f: Tensor, B: int) -> Tensor:
-        """``f: [3B, G, m]`` = clean, deformed, noisy; returns a finite-check scalar."""
-        f0 = f[:B]
-        # ||f(tau x) - f(x)|| and ||f(x + eta) - f(x)|| per probe and group, in one pass each;
-        # the norms accumulate in the representation's dtype (cascade sums), squares in float64.
-        diff = f[B:].reshape(2, B, *f.shape[1:]) - f0
-        if self.components:
-            sq = diff.to(torch.float32).pow(2)
-            self.ca.append(sq[0])
-            self.cb.append(sq[1])
-        ab = torch.linalg.vector_norm(diff, dim=-1)
-        ab = ab.to(torch.float64).pow_(2)
+    def update(self, f: Tensor, B: int, scratch: _Scratch) -> Tensor:
+        """``f: [3B, G, m]`` = clean, deformed, noisy; returns a finite-check scalar.
+
+        One pass over ``f`` in chunks of consecutive probes of at most ``CHUNK_BYTES`` per
+        stream, into reused work buffers: the differences and the shifted clean chunk stay in
+        cache between the subtraction and the norm that reads them, and nothing the size of
+        the layer is allocated (on CPU, fresh tensors of a few MB can cost their page faults
+        at every step). The norms are torch's, over each probe's components, in the working
+        dtype ``promote(dtype, float32)`` (see :class:`~diffeosense._stats.StreamingMoments`
+        for what that allows), then squared and kept in float64. The blocks of ``se_block``
+        probes are fixed by probe index (:class:`~diffeosense._stats.BlockMoments`), so no
+        number depends on the chunking or on ``batch_size``.
+        """
+        wd = torch.promote_types(f.dtype, torch.float32)
+        shape = f.shape[1:]
+        step = max(1, CHUNK_BYTES // max(f[0].numel() * wd.itemsize, 1))
+        pert = f[B:].reshape(2, B, *shape)  # deformed, noisy
+        norms, seen = [], len(self.blocks.row_s2)
+        for s in range(0, B, step):
+            e = min(s + step, B)
+            f0 = f[s:e].to(wd)
+            # ||f(tau x) - f(x)|| and ||f(x + eta) - f(x)|| per probe and group, both at once.
+            diff = torch.sub(pert[:, s:e].to(wd), f0,
+                             out=scratch.get("diff", (2, e - s, *shape), wd, f.device))
+            if self.components:
+                sq = diff.to(torch.float32).pow(2)
+                self.ca.append(sq[0])
+                self.cb.append(sq[1])
+            norms.append(torch.linalg.vector_norm(diff, dim=-1))
+            self.blocks.update(f0, out=scratch.get("shifted", f0.shape, wd, f.device),
+                               sums=scratch.get("sums", (self.blocks.pieces(e - s), f0[0].numel()),
+                                                wd, f.device))
+        ab = torch.cat(norms, dim=1).to(torch.float64).pow_(2)
         self.a.append(ab[0])
         self.b.append(ab[1])
-        # Fixed blocks of probes (for the SE of the denominator), independent of batch_size.
-        s = 0
-        while s < B:
-            if self.block.n == 0:
-                self.block = StreamingMoments(self.moments.shift)
-            seg = f0[s:s + self.se_block - self.block.n]
-            self.block.update(seg)
-            if self.moments.shift is None:
-                self.moments.shift = self.block.shift
-            s += seg.shape[0]
-            if self.block.n == self.se_block:
-                self.block_dens.append(self.block.pair_mean(include_diag=False))
-                self.moments.merge(self.block)
-                self.block = StreamingMoments(self.moments.shift)
-        return ab.sum() + (self.block.s2.sum() if self.block.n else 0.0)
+        clean = torch.cat(self.blocks.row_s2[seen:]).sum()
+        return torch.stack([clean, ab[0].sum(), ab[1].sum()])
 
     def finish(self) -> None:
-        if self.block.n:
-            self.moments.merge(self.block)
-            self.block = StreamingMoments(self.moments.shift)
         # The summaries (bootstrap, tables) run on the host: bring the accumulators there once.
         self.a = [t.cpu() for t in self.a]
         self.b = [t.cpu() for t in self.b]
-        self.block_dens = [t.cpu() for t in self.block_dens]
-        m = self.moments
-        m.shift, m.s1, m.s2 = (None if t is None else t.cpu() for t in (m.shift, m.s1, m.s2))
+        self.blocks.cpu()
+        self.moments = self.blocks.moments()
+        self.block_dens = self.blocks.block_pair_means()
 
 
 class _LayerAcc:
-    def __init__(self, layer: Layer, channels: bool, se_block: int, components: bool = False):
+    def __init__(self, layer: Layer, channels: bool, se_block: int, components: bool = False,
+                 scratch: _Scratch | None = None):
         self.layer = layer
         self.split = channels and len(layer.shape) >= 2  # [C, *spatial]
         self.full = _ViewAcc(se_block, components)
         self.mean = _ViewAcc(se_block, components) if self.split else None
+        self.scratch = scratch if scratch is not None else _Scratch()
 
-    def __call__(self, t: Tensor, B: int) -> None:
+    def __call__(self, t: Tensor, B: int) -> Tensor:
+        """Reduce the layer's ``t: [3B, ...]``; returns sums ``[3]`` over (clean, deformed,
+        noisy) of the clean moments and the two numerators: finite iff every stream was.
+        Checked once per batch for all layers (:func:`_check_finite`), so that nothing here
+        waits for the device."""
         G = t.shape[1] if self.split else 1
-        check = self.full.update(t.reshape(3 * B, G, -1), B)
+        check = self.full.update(t.reshape(3 * B, G, -1), B, self.scratch)
         if self.mean is not None:
-            check = check + self.mean.update(t.mean(1).reshape(3 * B, 1, -1), B)
-        if not torch.isfinite(check):
-            bad = [part for part, s in zip(("clean", "deformed", "noisy"), t.split(B), strict=True)
-                   if not torch.isfinite(s).all()]
-            raise ValueError(f"layer {self.layer.name!r} has NaN or Inf values on the "
-                             f"{'/'.join(bad) or 'clean'} inputs; check the model and the data")
+            check = check + self.mean.update(t.mean(1).reshape(3 * B, 1, -1), B, self.scratch)
+        return check
+
+
+def _check_finite(checks: dict[str, Tensor]) -> None:
+    """Raise for the first layer whose batch had NaN or Inf values (one host sync per batch)."""
+    if not checks:
+        return
+    ok = torch.stack(list(checks.values())).isfinite()
+    if bool(ok.all()):
+        return
+    for name, row in zip(checks, ok.cpu().tolist(), strict=True):
+        if not all(row):
+            # A bad clean stream spoils every difference; else say which perturbed one.
+            streams = zip(("deformed", "noisy"), row[1:], strict=True)
+            bad = ["clean"] if not row[0] else [p for p, fine in streams if not fine]
+            raise ValueError(f"layer {name!r} has NaN or Inf values on the "
+                             f"{'/'.join(bad)} inputs; check the model and the data")
 
 
 def _stat(v: Tensor, statistic: str) -> Tensor:
@@ -654,7 +700,8 @@ def _measure(
         model.eval()
         with torch.no_grad():
             try:
-                tap = LayerTap(model, first[:2].to(device), method, output)
+                with record_function("diffeosense.measure.setup"):
+                    tap = LayerTap(model, first[:2].to(device), method, output)
             except (RuntimeError, TypeError) as e:
                 raise _shape_error(model, first, e) from e
             chosen = select_layers(tap.layers, layers)
@@ -667,8 +714,9 @@ def _measure(
                 cfg.batch_size = fits
                 batches = _iter_probes(_chain(first, batches), cfg.n_probes, cfg.batch_size)
                 first = next(batches)
-            accs = {layer.name: _LayerAcc(layer, cfg.channels, cfg.se_block, components)
-                    for layer in chosen}
+            scratch = _Scratch()
+            accs = {layer.name: _LayerAcc(layer, cfg.channels, cfg.se_block, components,
+                                          scratch) for layer in chosen}
             if progress:
                 from tqdm.auto import tqdm
 
@@ -681,17 +729,24 @@ def _measure(
                 B = x.shape[0]
                 x = x.to(device=device, dtype=torch.get_default_dtype()
                          if not x.is_floating_point() else x.dtype)
-                x, x_tau, x_eta = perturber(x, start)
-                xs = torch.cat([x, x_tau, x_eta])
+                with record_function("diffeosense.measure.perturb"):
+                    x, x_tau, x_eta = perturber(x, start)
+                    xs = torch.cat([x, x_tau, x_eta])
 
-                def sink(name: str, t: Tensor, B=B) -> None:
-                    accs[name](t, B)
+                checks: dict[str, Tensor] = {}
+
+                def sink(name: str, t: Tensor, B=B, checks=checks) -> None:
+                    with record_function("diffeosense.measure.reduce"):
+                        checks[name] = accs[name](t, B)
 
                 try:
-                    with _batchnorm_mode(model, cfg.batchnorm, streams=3):
+                    with _batchnorm_mode(model, cfg.batchnorm, streams=3), \
+                            record_function("diffeosense.measure.forward"):
                         tap(xs, sink, accs.keys())
                 except RuntimeError as e:
                     raise _shape_error(model, x, e) from e
+                with record_function("diffeosense.measure.check"):
+                    _check_finite(checks)
                 if bar is not None:
                     if start == 0 and plan is not None:
                         bar.write(plan.summary(cfg.batch_size, cfg.n_probes, len(chosen),
@@ -711,7 +766,8 @@ def _measure(
                       f"measured on {start}", stacklevel=2)
     if plan is not None:
         meta = {**meta, "peak_memory_estimate": plan.peak(cfg.batch_size)}
-    return _result(accs, cfg, start, tap.method, meta, provenance())
+    with record_function("diffeosense.measure.summaries"):
+        return _result(accs, cfg, start, tap.method, meta, provenance())
 
 
 def _fitting_batch(plan, cfg: MeasureConfig) -> int:
