@@ -427,3 +427,24 @@ def test_scalar_and_per_sample_arguments_draw_identical_fields():
     b = sample_fields(5, 32, torch.full((5,), T, dtype=torch.float64), torch.full((5,), 3),
                       generator=torch.Generator().manual_seed(0))
     assert torch.equal(a.coeffs, b.coeffs) and torch.equal(a.T, b.T) and torch.equal(a.cut, b.cut)
+
+
+@pytest.mark.parametrize("size", [32, (24,)])
+def test_scalar_path_checks_and_warns_as_the_per_sample_path(size):
+    # The scalar fast path validates on Python numbers and caches its table of standard
+    # deviations: same draws (1D too), same errors, and the warning at every call.
+    T = 1e-3
+    a = sample_fields(4, size, T, 3, generator=torch.Generator().manual_seed(1))
+    b = sample_fields(4, size, torch.full((4,), T, dtype=torch.float64), torch.full((4,), 3),
+                      generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a.coeffs, b.coeffs)
+    for args in ((1.0, 3), (torch.full((2,), 1.0), torch.full((2,), 3))):
+        for _ in range(2):
+            with pytest.warns(UserWarning, match="outside the natural range"):
+                sample_fields(2, size, *args)
+    with pytest.raises(ValueError, match="T must be >= 0"):
+        sample_fields(2, size, -1e-3, 3)
+    with pytest.raises(ValueError, match="cut must be an integer"):
+        sample_fields(2, size, 1e-3, 2.5)
+    with pytest.raises(ValueError, match="finite"):
+        sample_fields(2, size, float("nan"), 3)

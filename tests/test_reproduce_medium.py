@@ -86,6 +86,10 @@ def test_a_tiny_medium_preset_runs_end_to_end_and_resumes(tmp_path, monkeypatch)
     system = tmp_path / "usr-share-datasets" / "fashion-mnist"
     _debian_fashion_mnist(system)
     monkeypatch.setattr(dsets, "SYSTEM_DATA_DIRS", {"fashion-mnist": [system]})
+    # The workers are spawned processes, which do not see the patch above: they find the
+    # files through the data root of the environment (where Debian's package, installed or
+    # not on the test machine, plays no part).
+    monkeypatch.setenv("DIFFEOSENSE_DATA", str(system))
     keep = {"fc2", "lenet", "alexnet"}
     tiny = dataclasses.replace(
         MEDIUM, P=64, epochs=2, noises=[0.0, 30.0], n_probes=16,
@@ -105,7 +109,10 @@ def test_a_tiny_medium_preset_runs_end_to_end_and_resumes(tmp_path, monkeypatch)
     out = tmp_path / "out"
     runs = read_table(out / "noisy_training" / "noisy_training_runs.csv")[0]
     assert len(runs) == 3 * 2 * 3 and set(runs["seed"]) == {0, 1, 2}
-    assert ((runs["test_error"] > 0) & (runs["test_error"] < 1)).all()
+    # Two epochs on 64 images: a net trained at s = 30 may miss every test image; the clean
+    # ones learn the patches (chance is 0.9).
+    assert runs["test_error"].between(0, 1).all()
+    assert runs.loc[runs["noise"] == 0, "test_error"].min() < 0.5
     lw = read_table(out / "layerwise" / "layerwise.csv")[0]
     assert set(lw["seed"]) == {0, 1, 2}
     assert set(lw.loc[lw["model"] == "efficientnetb0-w0.25x", "seed"]) == {0}

@@ -278,52 +278,94 @@ def sample_fields(
     sizes = _check_size(size)
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}.")
-    scalar = isinstance(T, int | float) and isinstance(cut, int | float)
-    if scalar:
-        # Fast path (the common case): checks and scales on Python numbers, no per-sample
-        # tensors; identical draws and values to the per-sample path below.
-        Ts, cuts = _per_sample(T, 1, "T", torch.float64), _per_sample(cut, 1, "cut", torch.float64)
-    else:
-        Ts, cuts = _per_sample(T, batch, "T", torch.float64), _per_sample(cut, batch, "cut", torch.float64)
+    ndim = len(sizes)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    if isinstance(T, int | float) and isinstance(cut, int | float):
+        # Fast path (the common case): checks on Python numbers and a cached table of
+        # standard deviations; identical draws and values to the per-sample path below.
+        _check_scalar_T_cut(float(T), float(cut), sizes)
+        std, K = _scalar_std(float(T), int(cut), ndim, gen_device)
+        z = torch.randn((batch, *std.shape[1:]), generator=generator, dtype=torch.float64,
+                        device=gen_device)
+        coeffs = (z * std).to(device=device or gen_device, dtype=dtype)
+        return DiffeoFields(coeffs, torch.full((batch,), float(T), dtype=torch.float64,
+                                               device=coeffs.device),
+                            torch.full((batch,), K, dtype=torch.long, device=coeffs.device),
+                            sizes)
+    Ts, cuts = _per_sample(T, batch, "T", torch.float64), _per_sample(cut, batch, "cut", torch.float64)
+    cuts = _check_T_cut(Ts, cuts, sizes)
+    K = int(cuts.max())
+    shape = (batch, 2, K, K) if ndim == 2 else (batch, 1, K)
+    z = torch.randn(shape, generator=generator, dtype=torch.float64, device=gen_device)
+    coeffs = (z * _std(Ts, cuts, K, ndim).to(gen_device)).to(device=device or gen_device,
+                                                              dtype=dtype)
+    return DiffeoFields(coeffs, Ts.to(coeffs.device), cuts.to(coeffs.device), sizes)
+
+
+def _check_T_cut(Ts: Tensor, cuts: Tensor, sizes) -> Tensor:
+    """Validate per-sample temperatures and cutoffs (float64 ``[B]``); the cutoffs as long."""
     if (Ts < 0).any():
         raise ValueError(f"temperature T must be >= 0, got {Ts.min().item()}.")
     if (cuts != cuts.round()).any() or (cuts < 1).any():
         raise ValueError(f"cut must be an integer >= 1, got {cuts.tolist()}.")
     cuts = cuts.long()
-    _warn_outside_natural_range(Ts, cuts, sizes)
+    _warn_outside_natural_range(Ts, cuts, sizes, stacklevel=4)
+    return cuts
 
-    ndim, K = len(sizes), int(cuts.max())
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    shape = (batch, 2, K, K) if ndim == 2 else (batch, 1, K)
-    z = torch.randn(shape, generator=generator, dtype=torch.float64, device=gen_device)
-    # std of C_ij = sqrt(T / r^2), and zero beyond each sample's own cutoff.
+
+def _std(Ts: Tensor, cuts: Tensor, K: int, ndim: int) -> Tensor:
+    """Standard deviations of the coefficients, ``sqrt(T / r^2)`` on each sample's retained
+    modes and 0 beyond its cutoff: ``[B, 1, K, K]`` (2D) or ``[B, 1, K]`` (1D), float64."""
     k = torch.arange(1, K + 1, dtype=torch.float64)
     if ndim == 2:
         r2 = k[:, None] ** 2 + k[None, :] ** 2
         keep = r2[None] < (cuts[:, None, None] + 0.5) ** 2
-        std = torch.where(keep, Ts[:, None, None].sqrt() / r2.sqrt(), 0.0)[:, None]
-    else:
-        keep = k[None] <= cuts[:, None]
-        std = torch.where(keep, Ts[:, None].sqrt() / k, 0.0)[:, None]
-    coeffs = (z * std.to(gen_device)).to(device=device or gen_device, dtype=dtype)
-    if scalar:
-        Ts, cuts = Ts.expand(batch).clone(), cuts.expand(batch).clone()
-    return DiffeoFields(coeffs, Ts.to(coeffs.device), cuts.to(coeffs.device), sizes)
+        return torch.where(keep, Ts[:, None, None].sqrt() / r2.sqrt(), 0.0)[:, None]
+    keep = k[None] <= cuts[:, None]
+    return torch.where(keep, Ts[:, None].sqrt() / k, 0.0)[:, None]
 
 
-def _warn_outside_natural_range(Ts: Tensor, cuts: Tensor, sizes) -> None:
+def _check_scalar_T_cut(T: float, cut: float, sizes) -> None:
+    """:func:`_check_T_cut` for one (T, cut) on Python numbers (same errors, same warning)."""
+    for name, v in (("T", T), ("cut", cut)):
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {[v]}.")
+    if T < 0:
+        raise ValueError(f"temperature T must be >= 0, got {T}.")
+    if cut != round(cut) or cut < 1:
+        raise ValueError(f"cut must be an integer >= 1, got {[cut]}.")
+    if cut > 1 and T > 0:
+        tmin, tmax = temperature_range(sizes, cut)
+        if T < tmin * (1 - 1e-9) or T > tmax * (1 + 1e-9):
+            _warn_natural_range(sizes, [int(cut)], stacklevel=4)
+
+
+@functools.lru_cache(maxsize=256)
+def _scalar_std(T: float, cut: int, ndim: int, device: torch.device) -> tuple[Tensor, int]:
+    """:func:`_std` of one (T, cut) shared by every sample (cached, on the generator's
+    device): ``[1, C, K(, K)]`` with the components axis expanded (C = 2 for images, 1 for
+    signals), and K = cut."""
+    std = _std(torch.tensor([T], dtype=torch.float64), torch.tensor([cut]), cut, ndim)
+    return std.expand(1, 2 if ndim == 2 else 1, *std.shape[2:]).to(device), cut
+
+
+def _warn_outside_natural_range(Ts: Tensor, cuts: Tensor, sizes, stacklevel: int = 3) -> None:
     ok = cuts > 1  # the natural range needs ln(cut) > 0
     if not ok.any() or (Ts == 0).all():
         return
     tmin, tmax = temperature_range(sizes, cuts[ok].double())
     T = Ts[ok]
     if ((T > 0) & (T < tmin * (1 - 1e-9))).any() or (T > tmax * (1 + 1e-9)).any():
-        warnings.warn(
-            f"T outside the natural range [T_min, T_max] for size {sizes} and cut "
-            f"{sorted(set(cuts[ok].tolist()))}: typical displacements under half a pixel or "
-            "fields with overhangs (not invertible). See diffeosense.diffeo.temperature_range.",
-            stacklevel=3,
-        )
+        _warn_natural_range(sizes, sorted(set(cuts[ok].tolist())), stacklevel + 1)
+
+
+def _warn_natural_range(sizes, cuts: list[int], stacklevel: int) -> None:
+    warnings.warn(
+        f"T outside the natural range [T_min, T_max] for size {sizes} and cut "
+        f"{cuts}: typical displacements under half a pixel or "
+        "fields with overhangs (not invertible). See diffeosense.diffeo.temperature_range.",
+        stacklevel=stacklevel,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,9 +420,22 @@ def apply(x: Tensor, fields: DiffeoFields, interp: str = "bilinear") -> Tensor:
     """
     _check_interp(interp)
     xb, lead = _check_image(x, fields.size, fields.batch_size)
-    c = fields.coeffs.to(device=x.device, dtype=x.dtype)
-    if not torch.isfinite(c).all():
-        raise ValueError("the fields have non-finite coefficients.")
+    src = fields.coeffs
+    # Checked where the coefficients live: on the host (sample_fields with a CPU generator)
+    # that waits for no device. Coefficients on an accelerator are not checked for finiteness
+    # (that would stall it at every call; sample_fields never makes non-finite ones).
+    if src.device.type == "cpu":
+        # One pass over the (small) coefficients: a sample's |C| sum is 0 for the zero field
+        # and non-finite if any coefficient is (or the sum overflows: |C| ~ 1e38 in float32).
+        size = src.reshape(src.shape[0], -1).abs().sum(1)
+        if not torch.isfinite(size).all():
+            raise ValueError("the fields have non-finite coefficients.")
+        zero = size == 0
+        some_zero: bool | None = bool(zero.any())
+    else:
+        zero, some_zero = (src.flatten(1) == 0).all(1), None  # unknown without a device sync
+    # non_blocking: a host-to-device copy that does not wait for the device's queue.
+    c = src.to(device=x.device, dtype=x.dtype, non_blocking=True)
     K = c.shape[-1]
     if fields.ndim == 1:
         (L,) = fields.size
@@ -394,8 +449,8 @@ def apply(x: Tensor, fields: DiffeoFields, interp: str = "bilinear") -> Tensor:
         out = _sample(xb, _grid_2d(c, H, W), interp)
     # A zero field is the identity map; grid_sample's coordinate rounding (~1e-7 in float32) would
     # otherwise blur it slightly, so such samples are returned exactly.
-    zero = (c.flatten(1) == 0).all(1)
-    if zero.any():
+    if some_zero is not False:
+        zero = zero.to(out.device, non_blocking=True)
         out = torch.where(zero.view(-1, *(1,) * (out.ndim - 1)), xb, out)
     return out.reshape(*lead, *fields.size)
 
@@ -622,7 +677,8 @@ class Diffeo(nn.Module):
                 t_lo, t_hi = (torch.full((B,), float(v), dtype=torch.float64) for v in self.T)
             u = _beta_sample(*self.T_beta, B, g)
             T = t_lo + u * (t_hi - t_lo)
-        return sample_fields(B, size, T, cut, generator=g, dtype=x.dtype, device=x.device)
+        # On the generator's device: apply moves the coefficients without waiting (see there).
+        return sample_fields(B, size, T, cut, generator=g, dtype=x.dtype)
 
     def forward(
         self, x: Tensor, params: DiffeoFields | None = None, generator: torch.Generator | None = None

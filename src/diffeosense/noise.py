@@ -33,18 +33,20 @@ __all__ = ["sample_noise", "matched_noise"]
 MATCHES = ("sample", "batch")
 
 
-def sample_noise(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard Gaussian ``xi`` with the shape, dtype and device of ``x`` ([B, ...]); ``x``
-    must be floating-point (Gaussian noise has no integer dtype).
+def sample_noise(x: Tensor, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> Tensor:
+    """Standard Gaussian ``xi`` with the shape and dtype of ``x`` ([B, ...]), on ``device``
+    (default: x's); ``x`` must be floating-point (Gaussian noise has no integer dtype).
 
     Drawn on the generator's device (CPU by default) and moved, so a CPU generator replays the
-    same noise on any device.
+    same noise on any device. ``device="cpu"`` keeps it on the host (to move many draws to
+    an accelerator in one copy).
     """
     if not x.is_floating_point():
         raise ValueError(f"sample_noise needs a floating-point x, got dtype {x.dtype}")
     dev = generator.device if generator is not None else torch.device("cpu")
     xi = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=dev)
-    return xi.to(device=x.device, dtype=x.dtype)
+    return xi.to(device=x.device if device is None else device, dtype=x.dtype)
 
 
 def matched_noise(
@@ -90,7 +92,7 @@ def matched_noise(
         xi = sample_noise(x, generator)
     elif xi.shape != x.shape:
         raise ValueError(f"xi {tuple(xi.shape)} must have the shape of x {tuple(x.shape)}.")
-    xi = xi.to(device=x.device, dtype=x.dtype)
+    xi = xi.to(device=x.device, dtype=x.dtype, non_blocking=True)  # no wait for the device
     if rectify:
         xi = xi.clamp_min(0)
     # Norms in float64: the identity ||eta|| = ||tau x - x|| then holds to rounding of x's dtype.

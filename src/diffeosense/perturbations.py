@@ -110,9 +110,12 @@ class MaxEntDiffeo:
                 f"got shape {tuple(x.shape)}."
             )
         size = tuple(x.shape[2:])
+        # The coefficients stay on the generator's device (the host for a CPU generator):
+        # apply moves them with the batch, in one copy, and checks them without waiting
+        # for the accelerator.
         return _diffeo.sample_fields(
             x.shape[0], size, self.temperature(size), self.cut,
-            generator=generator, dtype=x.dtype, device=x.device,
+            generator=generator, dtype=x.dtype,
         )
 
     def apply(self, x: Tensor, params: _diffeo.DiffeoFields) -> Tensor:

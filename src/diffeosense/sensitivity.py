@@ -242,7 +242,7 @@ class _Perturber:
             xi_ = self._corrupt(x[i:i + 1], self.probe_noise, g)
             xs.append(xi_)
             params.append(self.p.sample(xi_, g))
-            xis.append(self._sample_noise(xi_, g))
+            xis.append(self._sample_noise(xi_, g, device="cpu"))  # moved once, in matched_noise
         if self.probe_noise > 0:
             x = torch.cat(xs)
         per_probe = None
