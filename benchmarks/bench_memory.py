@@ -22,10 +22,14 @@ import sys
 from pathlib import Path
 
 _CHILD = r"""
-import json, resource, sys, time, torch
+import json, resource, sys, time
+size, n, budget, limit = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+# An address-space limit: a run that needs more fails with an allocation error, reported,
+# instead of drawing the kernel's out-of-memory killer onto the machine.
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+import torch
 from diffeosense import measure
 from diffeosense.models import create_model
-size, n, budget = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
 torch.manual_seed(0)  # the same initialization in every child: the numbers are compared
 net = create_model("resnet18", 3, 10)
 x = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -43,17 +47,29 @@ print(json.dumps({"batch_size": r.config["batch_size"], "seconds": sec,
 """
 
 
-def run_one(size: int, n: int, budget) -> dict:
-    p = subprocess.run([sys.executable, "-c", _CHILD, str(size), str(n), json.dumps(budget)],
-                       capture_output=True, text=True, check=True)
+def run_one(size: int, n: int, budget, limit: int) -> dict:
+    """One measurement in a fresh process; ``{"error": ...}`` when it ran out of memory."""
+    p = subprocess.run([sys.executable, "-c", _CHILD, str(size), str(n), json.dumps(budget),
+                        str(limit)], capture_output=True, text=True)
+    if p.returncode:
+        lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+        return {"error": lines[-1] if lines else f"exit code {p.returncode}",
+                "returncode": p.returncode}
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _total_ram() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--n-probes", type=int, default=500)
-    ap.add_argument("--budgets", nargs="+", default=["2GB"])
+    ap.add_argument("--budgets", nargs="+", default=["auto", "2GB"],
+                    help="max_memory values after the unbudgeted baseline (default: auto 2GB)")
+    ap.add_argument("--limit-fraction", type=float, default=0.75,
+                    help="address-space limit of each child, as a share of the RAM (0.75)")
     ap.add_argument("--quick", action="store_true", help="64 probes at 112 px")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_memory.json"))
     a = ap.parse_args()
@@ -62,22 +78,33 @@ def main() -> None:
     from diffeosense._io import write_json
     from diffeosense.provenance import provenance
 
-    base = run_one(a.size, a.n_probes, None)
+    limit = int(a.limit_fraction * _total_ram())
+    base = run_one(a.size, a.n_probes, None, limit)
     runs = [{"max_memory": None, **{k: v for k, v in base.items() if k not in "DGR"}}]
+    ref = base if "error" not in base else None
     for b in a.budgets:
-        r = run_one(a.size, a.n_probes, b)
-        diff = max(abs(u - v) / abs(v) for q in "DGR" for u, v in zip(r[q], base[q],
-                                                                          strict=True) if v)
-        runs.append({"max_memory": b, **{k: v for k, v in r.items() if k not in "DGR"},
-                     "max_rel_diff_vs_baseline": diff})
+        r = run_one(a.size, a.n_probes, b, limit)
+        row = {"max_memory": b, **{k: v for k, v in r.items() if k not in "DGR"}}
+        if "error" not in r:
+            if ref is None:
+                ref = r  # the numbers are compared with the first run that finished
+            else:
+                row["max_rel_diff_vs_first_finished"] = max(
+                    abs(u - v) / abs(v) for q in "DGR"
+                    for u, v in zip(r[q], ref[q], strict=True) if v)
+        runs.append(row)
     for r in runs:
+        if "error" in r:
+            print(f"max_memory {r['max_memory']}: failed: {r['error']}")
+            continue
         print(f"max_memory {r['max_memory']}: batch {r['batch_size']}, estimate "
               f"{(r['estimate'] or 0) / 2**30:.2f} GB, peak RSS {r['peak_rss'] / 2**30:.2f} GB "
               f"(+{r['growth'] / 2**30:.2f} GB), {r['seconds']:.1f} s"
-              + (f", max rel diff {r['max_rel_diff_vs_baseline']:.1e}"
-                 if "max_rel_diff_vs_baseline" in r else ""))
+              + (f", max rel diff {r['max_rel_diff_vs_first_finished']:.1e}"
+                 if "max_rel_diff_vs_first_finished" in r else ""))
     write_json(a.out, {"benchmark": "bench_memory", "model": "resnet18", "size": a.size,
-                       "n_probes": a.n_probes, "layers": "all", "runs": runs,
+                       "n_probes": a.n_probes, "layers": "all", "batch_size_asked": 128,
+                       "child_address_space_limit": limit, "runs": runs,
                        "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
                        "provenance": provenance()})
 

@@ -10,6 +10,7 @@ import torch.nn as nn
 from diffeosense import measure
 from diffeosense._memory import HEADROOM, WORKSPACE, parse_bytes, plan_memory
 from diffeosense.layers import LayerTap
+from diffeosense.sensitivity import CHUNK_BYTES
 
 
 def _net():
@@ -39,11 +40,13 @@ def test_plan_counts_the_largest_layer_and_every_measured_accumulator():
     params = sum(p.numel() * 4 for p in net.parameters())
     plan = plan_memory(tap.layers, tap.layers, param_bytes=params, element_bytes=4,
                        n_probes=100)
-    assert plan.per_probe == 4 * (6 * n_in + 8 * n_max) + 8 * n_max
-    assert plan.fixed == WORKSPACE + params + 32 * sum(sizes.values())
+    assert plan.per_probe == 4 * (6 * n_in + 12 * n_max)
+    buffers = 4 * 4 * n_max  # the reductions' four work buffers of one probe (no chunk given)
+    assert plan.fixed == WORKSPACE + params + buffers + 32 * sum(sizes.values())
     out = [layer for layer in tap.layers if layer.name == "output"]
     fewer = plan_memory(tap.layers, out, param_bytes=params, element_bytes=4, n_probes=100)
-    assert fewer.per_probe == plan.per_probe and fewer.fixed == WORKSPACE + params + 32 * 5
+    assert fewer.per_probe == plan.per_probe
+    assert fewer.fixed == WORKSPACE + params + buffers + 32 * 5
     # The component median keeps every probe's squared differences.
     med = plan_memory(tap.layers, out, param_bytes=params, element_bytes=4, n_probes=100,
                       components=True)
@@ -55,7 +58,7 @@ def test_the_batch_size_follows_the_budget_and_the_numbers_do_not():
     tap = LayerTap(net, x[:2])
     params = sum(p.numel() * 4 for p in net.parameters())
     plan = plan_memory(tap.layers, tap.layers, param_bytes=params, element_bytes=4,
-                       n_probes=40)
+                       n_probes=40, chunk_bytes=CHUNK_BYTES)  # as measure plans it
     budget = int((plan.peak(7) + plan.per_probe // 2) / HEADROOM)  # room for 7 probes
     assert plan.batch_size(budget, 128) == 7 and plan.batch_size(budget, 4) == 4
     free = measure(net, x, n_probes=40, batch_size=16, max_memory=None)
@@ -89,7 +92,8 @@ def test_batch_statistics_cannot_be_split_so_they_must_fit():
                         nn.Linear(8 * 14 * 14, 3))
     x = torch.randn(64, 3, 16, 16)
     tap = LayerTap(net, x[:2])
-    plan = plan_memory(tap.layers, tap.layers, param_bytes=0, element_bytes=4, n_probes=64)
+    plan = plan_memory(tap.layers, tap.layers, param_bytes=0, element_bytes=4, n_probes=64,
+                       chunk_bytes=CHUNK_BYTES)
     with pytest.raises(ValueError, match="batchnorm='batch' sends all 64 probes"):
         measure(net, x, n_probes=64, batchnorm="batch",
                 max_memory=int(plan.peak(32) / HEADROOM))

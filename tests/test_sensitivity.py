@@ -602,3 +602,15 @@ def test_probe_noise_corrupts_each_probe_as_training_does():
 def test_convention_options_refuse_bad_values(kw, match):
     with pytest.raises(ValueError, match=match):
         measure(Flat(), images(4), n_probes=4, **kw)
+
+
+def test_accumulators_keep_no_view_of_the_layers(dtype):  # conftest: float32, float64
+    # The shift is a copy of the first row: a view would keep that batch's whole activation
+    # alive for the rest of the measurement, for every layer.
+    x = torch.randn(6, 2, 5, dtype=dtype)
+    bm, sm = BlockMoments(block=3), StreamingMoments()
+    bm.update(x)
+    sm.update(x)
+    ptr = x.untyped_storage().data_ptr()
+    for t in (bm.shift, bm._k, sm.shift):
+        assert t.untyped_storage().data_ptr() != ptr

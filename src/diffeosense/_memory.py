@@ -12,30 +12,34 @@ found (nothing is run to estimate them):
   channel-mean view); with ``statistic="component-median"`` also every probe's squared
   differences (``2 n`` float32 per probe and layer, kept to the end: ``8 n N`` bytes);
 * per probe: the three perturbed copies of the input and their concatenation (``6 n_in``
-  elements), plus, at the largest layer (``n_max`` components), its three streams and the
-  next layer's (``6 n_max``), the two differences (``2 n_max``) and the float64 shifted
-  copy of the clean stream (``n_max`` float64): ``e (6 n_in + 8 n_max) + 8 n_max`` bytes for
-  elements of ``e`` bytes.
+  elements), plus, at the largest layer (``n_max`` components), the activations a forward
+  pass keeps alive together for the three streams, up to four in a residual block (its input,
+  two convolutions' outputs, the sum: ``12 n_max``): ``e (6 n_in + 12 n_max)`` bytes for
+  elements of ``e`` bytes. The reductions walk each layer in chunks of probes into reused
+  work buffers (four of at most ``CHUNK_BYTES`` each, or one probe of the largest layer; in
+  the fixed part), so the differences and the shifted clean stream take nothing per probe.
 
 Every layer of the forward pass counts for ``n_max``, measured or not (the model computes
 them all). The estimate bounds the tensors that are alive together, not the allocator's
 fragmentation or the kernels' own buffers: :data:`WORKSPACE` is added to the fixed part, and
 the plan fills :data:`HEADROOM` of the budget. Checked against the peak resident memory of a
-process measuring ResNet-18 (all 60 layers, CPU, one thread): at 64 px the estimate is 373
-MB for 8 probes per batch and 620 MB for 32, the process grew by 446 and 650 MB (its
-per-probe growth 8.5 MB against 10.3 estimated; about 90 MB of the process's growth is
-tracing and kernel set-up, which :data:`WORKSPACE` now covers).
+process measuring ResNet-18 (all layers, CPU, one thread, 64 px): the estimate is 533 MB for
+8 probes per batch and 828 MB for 32; with glibc's mmap threshold fixed
+(``MALLOC_MMAP_THRESHOLD_=131072``: freed buffers go back to the system, so the peak is what
+the algorithm holds) the process grew by 551 and 808 MB; with the default allocator, whose
+reused heap fragments, by 569 MB and, in three runs, 866 to 1059 MB at 32 probes (up to 1.28x
+the estimate, about what the headroom leaves).
 
 >>> from diffeosense.layers import Layer
 >>> layers = [Layer("input", 0, "input", (3, 32, 32)), Layer("conv", 1, "conv", (64, 32, 32)),
 ...           Layer("output", 2, "output", (10,))]
 >>> plan = plan_memory(layers, layers, param_bytes=0, element_bytes=4, n_probes=500)
->>> plan.per_probe  # 4 * (6 * 3072 + 8 * 65536) + 8 * 65536
-2695168
->>> plan.fixed == WORKSPACE + 32 * (3072 + 65536 + 10)
+>>> plan.per_probe  # 4 * (6 * 3072 + 12 * 65536)
+3219456
+>>> plan.fixed == WORKSPACE + 4 * 4 * 65536 + 32 * (3072 + 65536 + 10)  # buffers: one probe
 True
 >>> plan.batch_size(budget=2 ** 30, requested=128), plan.batch_size(budget=2 ** 28, requested=128)
-(128, 29)
+(128, 24)
 """
 
 from __future__ import annotations
@@ -165,14 +169,19 @@ class MemoryPlan:
 
 
 def plan_memory(layers, chosen, *, param_bytes: int, element_bytes: int, n_probes: int,
-                channels: bool = False, components: bool = False) -> MemoryPlan:
+                channels: bool = False, components: bool = False,
+                chunk_bytes: int = 0) -> MemoryPlan:
     """The :class:`MemoryPlan` of measuring ``chosen`` (the measured layers) of a model
     whose forward pass produces ``layers`` (all of the tap's, input first, each with its
-    per-sample ``shape``), with elements of ``element_bytes`` (module docstring)."""
+    per-sample ``shape``), with elements of ``element_bytes``, reduced in chunks of at most
+    ``chunk_bytes`` per stream (module docstring)."""
     n_in = layers[0].size
     big = max(layers, key=lambda layer: layer.size)
-    per_probe = element_bytes * (6 * n_in + 8 * big.size) + 8 * big.size
-    fixed = WORKSPACE + int(param_bytes)
+    per_probe = element_bytes * (6 * n_in + 12 * big.size)
+    # The reductions' work buffers: two differences, the shifted clean chunk and its column
+    # sums, each at most a chunk (or one probe of the largest layer, in float32 or wider).
+    row = max(element_bytes, 4) * big.size
+    fixed = WORKSPACE + int(param_bytes) + 4 * max(int(chunk_bytes), row)
     for layer in chosen:
         fixed += 32 * layer.size * (2 if channels and len(layer.shape) >= 2 else 1)
         if components:

@@ -66,7 +66,7 @@ class StreamingMoments:
         if x.shape[0] == 0:
             return
         if self.shift is None:
-            self.shift = x[0].to(torch.float64)
+            self.shift = x[0].to(torch.float64, copy=True)  # not a view: it would keep x alive
         y, s2 = _shifted(x, self.shift.to(_working(x.dtype)))
         ones = torch.ones(1, x.shape[0], dtype=y.dtype, device=y.device)
         # Column sums as a matrix product: much faster than y.sum(0) on CPU.
@@ -164,8 +164,8 @@ class BlockMoments:
         if n == 0:
             return
         if self.shift is None:
-            self.shift = x[0].to(torch.float64)
-            self._k = x[0].to(_working(x.dtype))
+            self.shift = x[0].to(torch.float64, copy=True)  # not a view: it would keep x alive
+            self._k = x[0].to(_working(x.dtype), copy=True)
             self.s1 = torch.zeros_like(self.shift)
             self.open_s1 = torch.zeros_like(self.shift)
         y, s2 = _shifted(x, self._k, out)

@@ -800,7 +800,7 @@ def _memory_plan(model: nn.Module, tap: LayerTap, chosen, first: Tensor, cfg: Me
     plan = plan_memory(tap.layers, chosen, param_bytes=sum(t.numel() * t.element_size()
                                                            for t in tensors),
                        element_bytes=first.element_size(), n_probes=cfg.n_probes,
-                       channels=cfg.channels,
+                       channels=cfg.channels, chunk_bytes=CHUNK_BYTES,
                        components=cfg.statistic == "component-median").with_budget(budget)
     if cfg.batchnorm == "batch" and plan.batch_size(budget, cfg.n_probes) < cfg.n_probes:
         raise ValueError(
