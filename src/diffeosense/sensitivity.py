@@ -50,7 +50,8 @@ Conventions (parameters, all tested):
 * Randomness: one base seed is drawn from ``generator`` (or given as ``seed``); probe ``i`` gets
   its own CPU generator seeded with ``hash(base, i)``, from which its diffeo and then its noise
   direction are drawn. Results therefore do not depend on ``batch_size`` (up to the float32
-  rounding of the model's batched kernels and of the sums over a batch's rows), and ``seed=result.config["seed"]`` replays a run.
+  rounding of the model's batched kernels and of the sums over a batch's rows), and
+  ``seed=result.config["seed"]`` replays a run.
 * Standard errors (delta method): the numerator's from the per-probe values (mean: ``s / sqrt N``;
   median: bootstrap over probes), the denominator's from the spread of the denominators of fixed
   blocks of ``se_block`` probes (omitted with fewer than two blocks), assumed independent of the
@@ -302,7 +303,8 @@ class _ViewAcc:
         self.block_dens: list[Tensor] = []
 
     def update(self, f: Tensor, B: int, scratch: _Scratch) -> Tensor:
-        """``f: [3B, G, m]`` = clean, deformed, noisy; returns a finite-check scalar.
+        """``f: [3B, G, m]`` = clean, deformed, noisy; returns the finite check ``[3]`` (see
+        :meth:`_LayerAcc.__call__`).
 
         One pass over ``f`` in chunks of consecutive probes of at most ``CHUNK_BYTES`` per
         stream, into reused work buffers: the differences and the shifted clean chunk stay in
