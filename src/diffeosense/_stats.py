@@ -172,8 +172,7 @@ class BlockMoments:
         self.row_s2.append(s2)
         # The update's rows cut at block boundaries: one matrix product gives every piece's
         # column sums (an indicator row per piece).
-        first = self.block - self.n % self.block
-        cuts = list(range(min(first, n), n, self.block)) + [n]
+        cuts = self._cuts(n)
         starts = [0] + cuts[:-1]
         if len(cuts) == 1:
             ind = torch.ones(1, n, dtype=y.dtype, device=y.device)
@@ -190,10 +189,14 @@ class BlockMoments:
                 self.s1.add_(self.open_s1)
                 self.open_s1.zero_()
 
+    def _cuts(self, n: int) -> list[int]:
+        """Where the next ``n`` rows' pieces end (at block boundaries, and at ``n``)."""
+        first = self.block - self.n % self.block
+        return list(range(min(first, n), n, self.block)) + [n]
+
     def pieces(self, n: int) -> int:
         """How many blocks the next ``n`` rows touch (the rows of ``sums`` an update needs)."""
-        first = self.block - self.n % self.block
-        return 1 + max(0, -(-(n - first) // self.block))
+        return len(self._cuts(n))
 
     def moments(self) -> StreamingMoments:
         """All rows so far as one :class:`StreamingMoments` (mean, ``M2``, pair means)."""
